@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on the embedded default model: install what is missing, build servelab, and
+# generate a continuation of a prompt. Extra arguments go to `servelab generate`, e.g.
+#   scripts/quickstart.sh --prompt "The lighthouse keeper" --max-tokens 40
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+echo "== building servelab (build/)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSERVELAB_CUDA=OFF > build.configure.log 2>&1 \
+  || { cat build.configure.log; exit 1; }
+rm -f build.configure.log
+cmake --build build --target servelab -j "$(nproc)" 2>&1 | grep -E "error|warning|Built target servelab" || true
+test -x build/servelab || { echo "quickstart: the build failed (run: cmake --build build --target servelab)"; exit 1; }
+
+echo "== servelab generate (embedded model: models/tiny-random-llama)"
+if [ $# -eq 0 ]; then
+  set -- --prompt "Once upon a time" --max-tokens 48
+fi
+exec build/servelab generate "$@"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Everything that can run without a GPU, in order:
+#   1. install what is missing (scripts/setup.sh)
+#   2. build (CUDA targets too when nvcc is present: they must compile even where they cannot run)
+#   3. unit, e2e and lab tests (ctest); gpu tests show as skipped here
+#   4. the safetensors/config/weights/tokenizer/sampling tests again under AddressSanitizer + UBSan
+#   5. the labs: the lab tool's self-test, and each lab's tests fail on the student tree and pass here
+#   6. the docs: Doxygen (warnings shown) and `mkdocs build --strict`
+# Exit status is non-zero if any step fails. Build folders: build/ and build-sanitize/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+failed=()
+step() { echo; echo "=================== $*"; }
+
+step "1/6 setup"
+bash scripts/setup.sh || exit 1
+
+step "2/6 build (build/)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo ${SERVELAB_CMAKE_ARGS:-} >/dev/null || exit 1
+cmake --build build -j "$JOBS" || exit 1
+
+step "3/6 tests: unit, e2e, labs"
+ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 || failed+=("ctest")
+
+step "4/6 sanitizers (build-sanitize/): unit tests under ASan + UBSan"
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF >/dev/null \
+  && cmake --build build-sanitize -j "$JOBS" \
+  && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest --test-dir build-sanitize -j "$JOBS" -L unit --output-on-failure --timeout 900 \
+  || failed+=("sanitizers")
+
+step "5/6 labs"
+bash labs/tools/selftest/test_make_student_tree.sh || failed+=("lab tool self-test")
+bash labs/tools/check_labs.sh build || failed+=("lab check")
+
+step "6/6 docs"
+rm -rf docs/api
+mkdir -p build
+if doxygen Doxyfile 2> build/doxygen-warnings.log; then
+  echo "doxygen: $(grep -c warning build/doxygen-warnings.log || true) warning(s) (build/doxygen-warnings.log)"
+  cat build/doxygen-warnings.log
+else
+  cat build/doxygen-warnings.log; failed+=("doxygen")
+fi
+mkdocs build --strict --quiet || failed+=("mkdocs")
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "test.sh: all steps passed"
