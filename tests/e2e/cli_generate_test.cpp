@@ -87,6 +87,17 @@ TEST(CliGenerate, SampledOutputIsReproducibleForASeedAndVariesAcrossSeeds) {
   EXPECT_NE(tokens("7"), tokens("8"));
 }
 
+TEST(CliGenerate, LongHotSampledGenerationsStreamToTheEnd) {
+  // Hot sampling from a random model emits byte-fallback pieces that never form characters:
+  // streaming must neither stall nor hang on them (an early detokenizer looped forever here).
+  for (const std::string seed : {"1", "2", "3"}) {
+    ProgramRun run =
+        run_servelab("generate --ignore-eos --max-tokens 480 --temperature 1.5 --seed " + seed);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    EXPECT_NE(run.output.find("generated tokens: 480 (length)"), std::string::npos) << run.output;
+  }
+}
+
 TEST(CliGenerate, RunsTheShardedFixtureWithTwoEosIds) {
   ProgramRun run = run_servelab("generate --json --max-tokens 8 --model " +
                                 shell_quoted(testing::fixture_path("llama-linear-sharded")));
