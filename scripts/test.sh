@@ -20,14 +20,14 @@ step "2/6 build (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo ${SERVELAB_CMAKE_ARGS:-} >/dev/null || exit 1
 cmake --build build -j "$JOBS" || exit 1
 
-step "3/6 tests: unit, e2e, labs"
-ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 || failed+=("ctest")
+step "3/6 tests: unit, e2e, labs (gpu tests skip without a GPU)"
+ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 | tee build/ctest.log || failed+=("ctest")
 
-step "4/6 sanitizers (build-sanitize/): unit tests under ASan + UBSan"
+step "4/6 sanitizers (build-sanitize/): unit and e2e tests under ASan + UBSan"
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF >/dev/null \
   && cmake --build build-sanitize -j "$JOBS" \
   && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --test-dir build-sanitize -j "$JOBS" -L unit --output-on-failure --timeout 900 \
+     ctest --test-dir build-sanitize -j "$JOBS" -L 'unit|e2e' --output-on-failure --timeout 900 \
   || failed+=("sanitizers")
 
 step "5/6 labs"
@@ -45,9 +45,15 @@ else
 fi
 mkdocs build --strict --quiet || failed+=("mkdocs")
 
+# One closing line with the main test run's counts (skipped = GPU tests on a machine without one).
+total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' build/ctest.log | tail -1)
+failing=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of.*/\1/p' build/ctest.log | tail -1)
+skipped=$(grep -c '(Skipped)' build/ctest.log || true)
 echo
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test.sh: FAILED: ${failed[*]}"
+  echo "tests: $(( ${total:-0} - ${failing:-0} - skipped )) passed, ${failing:-0} failed, ${skipped} skipped"
   exit 1
 fi
-echo "test.sh: all steps passed"
+echo "test.sh: all steps passed (sanitizers, labs and docs included)"
+echo "tests: $(( ${total:-0} - ${failing:-0} - skipped )) passed, ${failing:-0} failed, ${skipped} skipped"

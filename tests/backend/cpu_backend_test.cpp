@@ -8,16 +8,12 @@
 #include <random>
 
 #include "common/error.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
-  Tensor tensor = Tensor::zeros(shape);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.f32()[i] = normal(rng);
-  return tensor;
-}
+using testing::random_tensor;
 
 void expect_close(double actual, double expected, const std::string& where) {
   EXPECT_NEAR(actual, expected, 1e-5 + 1e-5 * std::fabs(expected)) << where;

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "model/safetensors_writer.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
@@ -17,16 +18,7 @@ namespace {
 using testing::Bytes;
 using testing::SafetensorsEntry;
 
-::testing::AssertionResult ContainsAll(const std::string& message,
-                                       std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) {
-    if (message.find(part) == std::string::npos) {
-      return ::testing::AssertionFailure()
-             << "message \"" << message << "\" lacks \"" << part << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using testing::ContainsAll;
 
 /// The message of the servelab::Error that `action` throws ("<no error>" if none).
 template <typename Action>

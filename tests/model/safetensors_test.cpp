@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "model/safetensors_writer.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
@@ -19,17 +20,7 @@ namespace {
 using testing::Bytes;
 using testing::SafetensorsEntry;
 
-/// Passes if `message` contains every one of `parts`; the failure shows the whole message.
-::testing::AssertionResult ContainsAll(const std::string& message,
-                                       std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) {
-    if (message.find(part) == std::string::npos) {
-      return ::testing::AssertionFailure()
-             << "message \"" << message << "\" lacks \"" << part << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using testing::ContainsAll;
 
 class SafetensorsFileTest : public ::testing::Test {
  protected:

@@ -24,7 +24,8 @@ TEST(Lab01Forward, WholeModelMatchesHuggingFaceLogits) {
   ASSERT_NE(expected, nullptr);
   const int64_t rows = expected->shape[0], vocab = expected->shape[1];
   std::ifstream json_file(dir + "/reference.json");
-  auto ids = nlohmann::json::parse(json_file)["prompts"][0]["token_ids"].get<std::vector<int32_t>>();
+  auto ids =
+      nlohmann::json::parse(json_file)["prompts"][0]["token_ids"].get<std::vector<int32_t>>();
   ASSERT_EQ(static_cast<int64_t>(ids.size()), rows);
   ContiguousKvCache cache = model.new_kv_cache(rows);
   std::vector<ForwardSequence> batch = {{ids, &cache}};

@@ -5,22 +5,19 @@
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
-  Tensor tensor = Tensor::zeros(shape);
-  std::normal_distribution<float> normal(0.0f, scale);
-  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.f32()[i] = normal(rng);
-  return tensor;
-}
+using testing::random_tensor;
 
 // The definition, in double precision: x / sqrt(mean(x^2) + eps) * weight.
 double reference(const Tensor& x, const Tensor& weight, double eps, int64_t row, int64_t column) {
   const int64_t hidden = x.dim(1);
   double sum = 0;
-  for (int64_t j = 0; j < hidden; ++j) sum += double(x.f32()[row * hidden + j]) * x.f32()[row * hidden + j];
+  for (int64_t j = 0; j < hidden; ++j)
+    sum += double(x.f32()[row * hidden + j]) * x.f32()[row * hidden + j];
   return x.f32()[row * hidden + column] / std::sqrt(sum / hidden + eps) * weight.f32()[column];
 }
 

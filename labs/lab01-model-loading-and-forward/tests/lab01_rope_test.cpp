@@ -7,20 +7,17 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "model/rope_frequencies.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
-  Tensor tensor = Tensor::zeros(shape);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.f32()[i] = normal(rng);
-  return tensor;
-}
+using testing::random_tensor;
 
 // An independent formulation: (x[i], x[i + half]) as the complex number x[i] + i·x[i + half],
 // multiplied by e^{i·angle}.
-void reference_rope(std::vector<double>& head, int64_t position, const std::vector<float>& inv_freq) {
+void reference_rope(std::vector<double>& head, int64_t position,
+                    const std::vector<float>& inv_freq) {
   const size_t half = inv_freq.size();
   for (size_t i = 0; i < half; ++i) {
     std::complex<double> z(head[i], head[i + half]);
@@ -45,7 +42,8 @@ TEST(Lab01Rope, MatchesComplexRotationForEveryHeadAndPosition) {
       std::vector<double> expected(before, before + head_dim);
       reference_rope(expected, positions[t], inv_freq);
       for (int64_t d = 0; d < head_dim; ++d) {
-        ASSERT_NEAR(x.f32()[(t * heads + h) * head_dim + d], expected[d], 1e-4 + 1e-4 * std::fabs(expected[d]))
+        ASSERT_NEAR(x.f32()[(t * heads + h) * head_dim + d], expected[d],
+                    1e-4 + 1e-4 * std::fabs(expected[d]))
             << "token " << t << " head " << h << " dim " << d;
       }
     }

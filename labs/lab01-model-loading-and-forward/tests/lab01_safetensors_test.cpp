@@ -49,13 +49,15 @@ TEST(Lab01Safetensors, ScalarAndEmptyTensorsHaveTheRightSizes) {
 
 TEST(Lab01Safetensors, SizeThatDisagreesWithShapeAndDtypeIsRejected) {
   // [4] F32 needs 16 bytes, the offsets give 12.
-  std::string message = error_of(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}})", 12);
+  std::string message =
+      error_of(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}})", 12);
   EXPECT_NE(message.find("'w'"), std::string::npos) << message;
   EXPECT_NE(message.find("16"), std::string::npos) << message;
 }
 
 TEST(Lab01Safetensors, OffsetsPastTheBufferAreRejected) {
-  std::string message = error_of(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
+  std::string message =
+      error_of(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
   EXPECT_NE(message.find("out of bounds"), std::string::npos) << message;
 }
 
