@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model: install what is missing, build servelab, and
 # generate a continuation of a prompt. Extra arguments go to `servelab generate`, e.g.
-#   scripts/quickstart.sh --prompt "The lighthouse keeper" --max-tokens 40
+#   scripts/quickstart.sh --prompt "One day, a little fox" --temperature 0.8 --seed 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +13,8 @@ rm -f build.configure.log
 cmake --build build --target servelab -j "$(nproc)" 2>&1 | grep -E "error|warning|Built target servelab" || true
 test -x build/servelab || { echo "quickstart: the build failed (run: cmake --build build --target servelab)"; exit 1; }
 
-echo "== servelab generate (embedded model: models/tiny-random-llama)"
+echo "== servelab generate (embedded model: models/servelab-stories, greedy)"
 if [ $# -eq 0 ]; then
-  set -- --prompt "Once upon a time" --max-tokens 48
+  set -- --prompt "Once upon a time" --max-tokens 300
 fi
 exec build/servelab generate "$@"

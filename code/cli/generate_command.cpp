@@ -24,7 +24,8 @@ options:
   --model DIR              Hugging Face model folder (default: the embedded model,
                            or $SERVELAB_MODEL when set)
   --prompt TEXT            the prompt (default: "Once upon a time")
-  --max-tokens N           most tokens to generate (default: 64)
+  --max-tokens N           most tokens to generate (default: 256, or the model's
+                           generation_config.json)
   --temperature T          0 = greedy (default: greedy, or the model's generation_config.json)
   --top-k K                keep the K most likely tokens (0 = off)
   --top-p P                nucleus sampling, in (0, 1] (1 = off)
@@ -64,7 +65,7 @@ int run_generate(const std::vector<std::string>& args) {
 
   GenerationOptions generation;
   generation.max_new_tokens =
-      options.get_int("max-tokens", config.generation.max_new_tokens.value_or(64));
+      options.get_int("max-tokens", config.generation.max_new_tokens.value_or(256));
   generation.ignore_eos = options.has("ignore-eos");
   // Like transformers: greedy unless the model's generation_config.json asks for sampling.
   const GenerationDefaults& defaults = config.generation;

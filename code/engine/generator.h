@@ -15,8 +15,8 @@
 namespace servelab {
 
 struct GenerationOptions {
-  int64_t max_new_tokens = 64;  ///< stop after this many tokens ("length")
-  bool ignore_eos = false;      ///< keep going past EOS tokens (benchmarks, fixtures)
+  int64_t max_new_tokens = 256;  ///< stop after this many tokens ("length")
+  bool ignore_eos = false;       ///< keep going past EOS tokens (benchmarks, fixtures)
   SamplingParams sampling;
 };
 

@@ -47,7 +47,7 @@ nlohmann::json embedded_reference() {
 
 TEST(CliGenerate, EmbeddedModelGreedyTokensEqualTransformers) {
   const nlohmann::json reference = embedded_reference();  // the loop must not outlive it
-  ASSERT_EQ(reference["prompts"].size(), 2u);
+  ASSERT_EQ(reference["prompts"].size(), 3u);
   for (const auto& prompt : reference["prompts"]) {
     const std::string text = prompt["text"];
     ProgramRun run =

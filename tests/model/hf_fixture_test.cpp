@@ -24,6 +24,12 @@ struct ReferencePrompt {
   std::vector<int32_t> greedy_token_ids;
 };
 
+// "embedded" is the default model in models/; its references live in tests/fixtures/embedded/.
+std::string model_dir_of(const std::string& fixture) {
+  return fixture == "embedded" ? testing::source_path("models/servelab-stories")
+                               : testing::fixture_path(fixture);
+}
+
 std::vector<ReferencePrompt> read_reference(const std::string& fixture) {
   std::ifstream in(testing::fixture_path(fixture + "/reference.json"));
   EXPECT_TRUE(in.good()) << fixture;
@@ -65,10 +71,10 @@ void expect_logits_match(const float* actual, const SafetensorsTensor& reference
 class HfFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    directory_ = testing::fixture_path(GetParam());
-    model_ = std::make_unique<LlamaModel>(LlamaModel::load(directory_, backend_));
+    model_ = std::make_unique<LlamaModel>(LlamaModel::load(model_dir_of(GetParam()), backend_));
     prompts_ = read_reference(GetParam());
-    logits_ = std::make_unique<SafetensorsFile>(directory_ + "/reference_logits.safetensors");
+    logits_ = std::make_unique<SafetensorsFile>(
+        testing::fixture_path(GetParam() + "/reference_logits.safetensors"));
   }
   const SafetensorsTensor& reference_logits(size_t prompt) {
     const SafetensorsTensor* tensor = logits_->find("prompt_" + std::to_string(prompt));
@@ -97,7 +103,6 @@ class HfFixture : public ::testing::TestWithParam<std::string> {
   }
 
   CpuBackend backend_;
-  std::string directory_;
   std::unique_ptr<LlamaModel> model_;
   std::vector<ReferencePrompt> prompts_;
   std::unique_ptr<SafetensorsFile> logits_;
@@ -172,7 +177,7 @@ TEST_P(HfFixture, GreedyTokensMatchTransformersWhenAllPromptsShareOneBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture,
                          ::testing::Values("llama-mha", "llama-gqa-llama3-tied", "qwen2-bias",
-                                           "llama-linear-sharded"),
+                                           "llama-linear-sharded", "embedded"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) {

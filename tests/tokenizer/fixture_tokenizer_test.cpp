@@ -20,7 +20,7 @@ class FixtureTokenizer : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     // "embedded": the default model in models/, whose reference lives with the fixtures.
     const bool embedded = GetParam() == "embedded";
-    directory_ = embedded ? testing::source_path("models/tiny-random-llama")
+    directory_ = embedded ? testing::source_path("models/servelab-stories")
                           : testing::fixture_path(GetParam());
     const std::string reference_path = embedded ? testing::fixture_path("embedded/reference.json")
                                                 : directory_ + "/reference.json";
