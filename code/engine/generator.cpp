@@ -48,6 +48,10 @@ GenerationResult Generator::generate_from_ids(
   auto started = Clock::now();
   auto first_token_at = started;
   for (int64_t step = 0; step < budget; ++step) {
+    // BEGIN LAB(lab03-generate-loop)
+    // One step: run the new tokens (the whole prompt at step 0, then the last token), pick the
+    // next token from the last position's logits, and decide whether to stop. EOS ends the
+    // request unless ignore_eos; it is kept in token_ids but contributes no text.
     Tensor logits = model_.forward(batch);  // [1, vocab]
     int32_t token = sampler.sample(logits.f32(), static_cast<int32_t>(config.vocab_size), history);
     if (step == 0) first_token_at = Clock::now();
@@ -59,6 +63,7 @@ GenerationResult Generator::generate_from_ids(
     }
     emit(detokenizer.push(token));
     batch[0].tokens = {token};
+    // END LAB
   }
   emit(detokenizer.finish());
   auto finished = Clock::now();

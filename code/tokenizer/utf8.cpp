@@ -7,6 +7,7 @@ Utf8FirstCharacter utf8_first_character(std::string_view bytes) {
   const unsigned char lead = byte_at(0);
   if (lead < 0x80) return {Utf8Status::kComplete, 1};
 
+  // BEGIN LAB(lab03-utf8)
   // The lead byte fixes the length and the range the second byte must fall in (Unicode 15, table
   // 3-7). The narrow second-byte ranges are what rule out overlong forms (E0, F0), UTF-16
   // surrogates (ED) and code points above U+10FFFF (F4). Bytes after the second are always 80..BF.
@@ -33,6 +34,7 @@ Utf8FirstCharacter utf8_first_character(std::string_view bytes) {
     if (byte_at(i) < low || byte_at(i) > high) return {Utf8Status::kInvalid, 1};
   }
   return {Utf8Status::kComplete, length};
+  // END LAB
 }
 
 }  // namespace servelab
