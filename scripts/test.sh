@@ -24,7 +24,7 @@ step "3/6 tests: unit, e2e, labs (gpu tests skip without a GPU)"
 ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 | tee build/ctest.log || failed+=("ctest")
 
 step "4/6 sanitizers (build-sanitize/): unit and e2e tests under ASan + UBSan"
-cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF >/dev/null \
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF >/dev/null \
   && cmake --build build-sanitize -j "$JOBS" \
   && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --test-dir build-sanitize -j "$JOBS" -L 'unit|e2e' --output-on-failure --timeout 900 \
