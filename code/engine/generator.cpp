@@ -48,7 +48,7 @@ GenerationResult Generator::generate_from_ids(
   auto started = Clock::now();
   auto first_token_at = started;
   for (int64_t step = 0; step < budget; ++step) {
-    // BEGIN LAB(lab03-generate-loop)
+    // BEGIN LAB(lab01-generate-loop)
     // One step: run the new tokens (the whole prompt at step 0, then the last token), pick the
     // next token from the last position's logits, and decide whether to stop. EOS ends the
     // request unless ignore_eos; it is kept in token_ids but contributes no text.

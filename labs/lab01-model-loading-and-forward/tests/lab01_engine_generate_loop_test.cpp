@@ -1,8 +1,9 @@
-// Lab 03, part lab03-generate-loop: the decode loop of Generator::generate_from_ids in
+// Lab 01, part lab01-generate-loop: the decode loop of Generator::generate_from_ids in
 // code/engine/generator.cpp, run on the embedded story model.
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -13,19 +14,16 @@
 namespace servelab {
 namespace {
 
-class Lab03GenerateLoop : public ::testing::Test {
+// Each test loads the model itself (about 0.1 s): an error while loading then fails the test,
+// where an error in SetUpTestSuite would only skip it.
+class Lab01GenerateLoop : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  void SetUp() override {
     const std::string dir = testing::source_path("models/servelab-stories");
-    backend_ = new CpuBackend();
-    model_ = new LlamaModel(LlamaModel::load(dir, *backend_));
+    model_ = std::make_unique<LlamaModel>(LlamaModel::load(dir, backend_));
     const ModelConfig& config = model_->config();
-    tokenizer_ = new Tokenizer(Tokenizer::load(dir, {config.bos_token_id, config.eos_token_ids}));
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
+    tokenizer_ = std::make_unique<Tokenizer>(
+        Tokenizer::load(dir, {config.bos_token_id, config.eos_token_ids}));
   }
   GenerationOptions greedy(int64_t max_new_tokens, bool ignore_eos) {
     GenerationOptions options;
@@ -34,15 +32,12 @@ class Lab03GenerateLoop : public ::testing::Test {
     options.sampling.temperature = 0.0f;
     return options;
   }
-  static CpuBackend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
+  CpuBackend backend_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
 };
-CpuBackend* Lab03GenerateLoop::backend_ = nullptr;
-LlamaModel* Lab03GenerateLoop::model_ = nullptr;
-Tokenizer* Lab03GenerateLoop::tokenizer_ = nullptr;
 
-TEST_F(Lab03GenerateLoop, GreedyTokensEqualTransformers) {
+TEST_F(Lab01GenerateLoop, GreedyTokensEqualTransformers) {
   std::ifstream in(testing::fixture_path("embedded/reference.json"));
   const nlohmann::json reference = nlohmann::json::parse(in);
   Generator generator(*model_, *tokenizer_);
@@ -56,7 +51,7 @@ TEST_F(Lab03GenerateLoop, GreedyTokensEqualTransformers) {
   }
 }
 
-TEST_F(Lab03GenerateLoop, AStoryEndsAtEosWhichGivesNoText) {
+TEST_F(Lab01GenerateLoop, AStoryEndsAtEosWhichGivesNoText) {
   Generator generator(*model_, *tokenizer_);
   GenerationResult result = generator.generate("Once upon a time", greedy(400, false));
   EXPECT_EQ(result.finish_reason, "stop");
@@ -71,7 +66,7 @@ TEST_F(Lab03GenerateLoop, AStoryEndsAtEosWhichGivesNoText) {
   EXPECT_NE(result.text.find("."), std::string::npos);
 }
 
-TEST_F(Lab03GenerateLoop, StreamedPiecesAddUpToTheTextAndTheBudgetIsRespected) {
+TEST_F(Lab01GenerateLoop, StreamedPiecesAddUpToTheTextAndTheBudgetIsRespected) {
   Generator generator(*model_, *tokenizer_);
   std::string streamed;
   int pieces = 0;
@@ -86,7 +81,7 @@ TEST_F(Lab03GenerateLoop, StreamedPiecesAddUpToTheTextAndTheBudgetIsRespected) {
   EXPECT_GT(pieces, 10) << "text must stream as it is produced, not arrive at the end";
 }
 
-TEST_F(Lab03GenerateLoop, IgnoreEosKeepsGoingPastTheEndOfAStory) {
+TEST_F(Lab01GenerateLoop, IgnoreEosKeepsGoingPastTheEndOfAStory) {
   Generator generator(*model_, *tokenizer_);
   GenerationResult stopped = generator.generate("Once upon a time", greedy(400, false));
   ASSERT_EQ(stopped.finish_reason, "stop");
