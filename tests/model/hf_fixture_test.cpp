@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,8 @@ void expect_logits_match(const float* actual, const SafetensorsTensor& reference
     double excess = std::fabs(actual[i] - expected[i]) / (1.0 + std::fabs(expected[i]));
     if (excess > worst) worst = excess, worst_index = i;
   }
+  ::testing::Test::RecordProperty(what + " worst scaled error", std::to_string(worst));
+  std::cout << what << ": worst |ours - HF| / (1 + |HF|) = " << worst << "\n";
   EXPECT_LE(worst, 1e-4) << what << ": worst at row " << worst_index / vocab << ", token "
                          << worst_index % vocab << ": ours " << actual[worst_index] << ", HF "
                          << expected[worst_index];
