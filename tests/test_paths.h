@@ -11,6 +11,11 @@ inline std::string source_path(const std::string& relative) {
 inline std::string fixture_path(const std::string& relative) {
   return source_path("tests/fixtures/" + relative);
 }
+/// The model folder of a reference fixture: tests/fixtures/<name>, except "embedded", the default
+/// model in models/ (its references live in tests/fixtures/embedded/ like every fixture's).
+inline std::string fixture_model_dir(const std::string& name) {
+  return name == "embedded" ? source_path("models/servelab-stories") : fixture_path(name);
+}
 inline std::string binary_path(const std::string& relative) {
   return std::string(SERVELAB_BINARY_DIR) + "/" + relative;
 }

@@ -23,7 +23,11 @@ int64_t shape_numel(const Shape& shape) {
 }
 
 Tensor::Tensor(void* data, Shape shape, DType dtype, Device device, std::shared_ptr<void> owner)
-    : data_(data), shape_(std::move(shape)), dtype_(dtype), device_(device), owner_(std::move(owner)) {
+    : data_(data),
+      shape_(std::move(shape)),
+      dtype_(dtype),
+      device_(device),
+      owner_(std::move(owner)) {
   for (int64_t extent : shape_) {
     if (extent < 0) fail("tensor shape ", shape_string(shape_), " has a negative dimension");
   }
@@ -35,10 +39,11 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
   }
   size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
   // 64-byte alignment suits SIMD loads and BLAS; calloc-style zeroing makes bugs reproducible.
-  size_t padded = (bytes + 63) / 64 * 64;
-  void* memory = std::aligned_alloc(64, padded == 0 ? 64 : padded);
+  // aligned_alloc needs a multiple of the alignment; an empty tensor still gets one block.
+  const size_t allocation = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  void* memory = std::aligned_alloc(64, allocation);
   if (memory == nullptr) fail("out of host memory allocating ", bytes, " bytes");
-  std::memset(memory, 0, padded == 0 ? 64 : padded);
+  std::memset(memory, 0, allocation);
   std::shared_ptr<void> owner(memory, [](void* p) { std::free(p); });
   return Tensor(memory, std::move(shape), dtype, Device::kCpu, std::move(owner));
 }
@@ -46,7 +51,8 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
 int64_t Tensor::dim(int axis) const {
   int rank = ndim();
   int index = axis < 0 ? axis + rank : axis;
-  if (index < 0 || index >= rank) fail("axis ", axis, " out of range for shape ", shape_string(shape_));
+  if (index < 0 || index >= rank)
+    fail("axis ", axis, " out of range for shape ", shape_string(shape_));
   return shape_[index];
 }
 

@@ -25,12 +25,6 @@ struct ReferencePrompt {
   std::vector<int32_t> greedy_token_ids;
 };
 
-// "embedded" is the default model in models/; its references live in tests/fixtures/embedded/.
-std::string model_dir_of(const std::string& fixture) {
-  return fixture == "embedded" ? testing::source_path("models/servelab-stories")
-                               : testing::fixture_path(fixture);
-}
-
 std::vector<ReferencePrompt> read_reference(const std::string& fixture) {
   std::ifstream in(testing::fixture_path(fixture + "/reference.json"));
   EXPECT_TRUE(in.good()) << fixture;
@@ -74,7 +68,8 @@ void expect_logits_match(const float* actual, const SafetensorsTensor& reference
 class HfFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    model_ = std::make_unique<LlamaModel>(LlamaModel::load(model_dir_of(GetParam()), backend_));
+    model_ = std::make_unique<LlamaModel>(
+        LlamaModel::load(testing::fixture_model_dir(GetParam()), backend_));
     prompts_ = read_reference(GetParam());
     logits_ = std::make_unique<SafetensorsFile>(
         testing::fixture_path(GetParam() + "/reference_logits.safetensors"));

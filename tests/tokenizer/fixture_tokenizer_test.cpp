@@ -18,16 +18,11 @@ namespace {
 class FixtureTokenizer : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    // "embedded": the default model in models/, whose reference lives with the fixtures.
-    const bool embedded = GetParam() == "embedded";
-    directory_ = embedded ? testing::source_path("models/servelab-stories")
-                          : testing::fixture_path(GetParam());
-    const std::string reference_path = embedded ? testing::fixture_path("embedded/reference.json")
-                                                : directory_ + "/reference.json";
+    directory_ = testing::fixture_model_dir(GetParam());
     ModelConfig config = ModelConfig::load(directory_);
     tokenizer_ = std::make_unique<Tokenizer>(
         Tokenizer::load(directory_, SpecialTokens{config.bos_token_id, config.eos_token_ids}));
-    std::ifstream in(reference_path);
+    std::ifstream in(testing::fixture_path(GetParam() + "/reference.json"));
     reference_ = nlohmann::json::parse(in);
   }
   std::string directory_;
