@@ -10,6 +10,7 @@ namespace servelab {
 size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::kF32:
+    case DType::kI32:
       return 4;
     case DType::kF16:
     case DType::kBF16:
@@ -26,6 +27,8 @@ std::string dtype_name(DType dtype) {
       return "F16";
     case DType::kBF16:
       return "BF16";
+    case DType::kI32:
+      return "I32";
   }
   fail("unknown dtype");
 }
@@ -98,6 +101,8 @@ void convert_to_f32(DType dtype, const void* src, float* dst, size_t count) {
         dst[i] = dtype == DType::kF16 ? fp16_to_float(bits) : bf16_to_float(bits);
       }
       return;
+    case DType::kI32:
+      fail("convert_to_f32: I32 is not a floating-point type");
   }
 }
 

@@ -12,10 +12,17 @@
 
 namespace servelab {
 
-/// One sequence's share of a forward call.
+/// One sequence's share of a forward call. Its keys and values live either in a contiguous
+/// cache of its own (`cache`; the static-batching layout) or in blocks of a shared paged cache
+/// (`paged_cache` + `block_table`; the continuous-batching layout). All sequences of a batch use
+/// the same layout.
 struct ForwardSequence {
   std::vector<int32_t> tokens;         ///< new tokens: the prompt at prefill, one token at decode
   ContiguousKvCache* cache = nullptr;  ///< holds positions [0, cache->length); the new ones follow
+
+  PagedKvCache* paged_cache = nullptr;                ///< the shared pool, or null
+  const std::vector<int32_t>* block_table = nullptr;  ///< blocks for all positions incl. new ones
+  int64_t num_cached = 0;  ///< positions already in the paged cache; the new tokens follow
 };
 
 class LlamaModel {
@@ -36,13 +43,25 @@ class LlamaModel {
   ///         or, with all_positions, [total new tokens, vocab] in batch order.
   Tensor forward(std::vector<ForwardSequence>& batch, bool all_positions = false);
 
+  /// The same forward, followed by argmax on the device: the greedy next token of each
+  /// sequence, without copying [num_sequences, vocab] logits back to the host.
+  std::vector<int32_t> forward_greedy(std::vector<ForwardSequence>& batch);
+
+  /// A paged cache for this model: `num_blocks` blocks of `block_size` tokens per layer.
+  PagedKvCache new_paged_kv_cache(int64_t num_blocks, int64_t block_size = 16) const;
+
  private:
   void check_batch(const std::vector<ForwardSequence>& batch) const;
+  StepLayout make_layout(const std::vector<ForwardSequence>& batch, bool all_positions) const;
+  /// The ops of one forward call; returns [output rows, vocab] logits on the device.
+  Tensor forward_ops(const Step& step);
+  Tensor run(std::vector<ForwardSequence>& batch, bool all_positions, bool greedy);
 
   ModelConfig config_;
   ModelWeights weights_;
   Backend* backend_;
   std::vector<float> inv_freq_;  ///< [head_dim / 2], host
+  Tensor inv_freq_device_;       ///< the same, F32 on the backend's device
 };
 
 }  // namespace servelab

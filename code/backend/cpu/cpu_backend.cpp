@@ -11,6 +11,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
+#include "backend/cpu/paged_attention.h"
 #include "common/error.h"
 
 namespace servelab {
@@ -38,27 +39,58 @@ void require_rank(const Tensor& tensor, int rank, const char* what) {
 
 }  // namespace
 
-Tensor CpuBackend::allocate(const Shape& shape) {
-  return Tensor::zeros(shape);
+Tensor CpuBackend::allocate(const Shape& shape, DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kI32) {
+    fail("cpu backend: tensors are F32 or I32, not ", dtype_name(dtype));
+  }
+  return Tensor::zeros(shape, dtype);
 }
 
-Tensor CpuBackend::upload(const float* host, const Shape& shape) {
-  Tensor tensor = Tensor::zeros(shape);
-  std::memcpy(tensor.f32(), host, tensor.nbytes());
+Tensor CpuBackend::scratch(const Shape& shape, DType dtype) {
+  return allocate(shape, dtype);
+}
+
+Tensor CpuBackend::upload(const void* host, DType host_dtype, const Shape& shape, DType dtype) {
+  Tensor tensor = allocate(shape, dtype);
+  if (dtype == DType::kI32) {
+    if (host_dtype != DType::kI32) fail("cpu backend: I32 tensors come from I32 data");
+    std::memcpy(tensor.data(), host, tensor.nbytes());
+  } else {
+    // The CPU computes in fp32: half-precision weights are widened once, here.
+    convert_to_f32(host_dtype, host, tensor.f32(), static_cast<size_t>(tensor.numel()));
+  }
   return tensor;
 }
 
 Tensor CpuBackend::to_host(const Tensor& tensor) {
-  return upload(tensor.f32(), tensor.shape());
+  return upload(tensor.data(), tensor.dtype(), tensor.shape(), tensor.dtype());
 }
 
-void CpuBackend::embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor& out) {
+Step CpuBackend::prepare_step(const StepLayout& layout) {
+  validate_step_layout(layout);
+  Step step;
+  step.layout = layout;
+  // On the CPU the "device" is the host: the tensors are copies of the layout's vectors.
+  step.tokens = upload_ints(layout.tokens);
+  step.positions = upload_ints(layout.positions);
+  step.query_start = upload_ints(layout.query_start);
+  step.context_lens = upload_ints(layout.context_lens);
+  step.output_rows = upload_ints(layout.output_rows);
+  step.block_tables = upload_ints(layout.block_tables);
+  step.slot_mapping = upload_ints(layout.slot_mapping);
+  return step;
+}
+
+void CpuBackend::embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
   require_rank(table, 2, "embedding table");
   const int64_t vocab = table.dim(0);
-  require_shape(out, {static_cast<int64_t>(tokens.size()), table.dim(1)}, "embedding output");
+  if (ids.dtype() != DType::kI32 || ids.ndim() != 1)
+    fail("embedding: ids must be a 1-D I32 tensor");
+  require_shape(out, {ids.dim(0), table.dim(1)}, "embedding output");
+  const auto* tokens = static_cast<const int32_t*>(ids.data());
   auto table_view = as_xtensor(table);
   auto out_view = as_xtensor(out);
-  for (size_t t = 0; t < tokens.size(); ++t) {
+  for (int64_t t = 0; t < ids.dim(0); ++t) {
     if (tokens[t] < 0 || tokens[t] >= vocab)
       fail("token id ", tokens[t], " outside [0, ", vocab, ")");
     xt::row(out_view, t) = xt::row(table_view, tokens[t]);
@@ -106,18 +138,19 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bia
   }
 }
 
-void CpuBackend::rope(Tensor& x, const std::vector<int64_t>& positions,
-                      const std::vector<float>& inv_freq) {
+void CpuBackend::rope(Tensor& x, const Tensor& position_tensor, const Tensor& inv_freq_tensor) {
   require_rank(x, 3, "rope input");
   const int64_t num_tokens = x.dim(0), num_heads = x.dim(1), head_dim = x.dim(2);
   const int64_t half = head_dim / 2;
-  if (static_cast<int64_t>(positions.size()) != num_tokens) {
-    fail("rope: ", positions.size(), " positions for ", num_tokens, " tokens");
+  if (position_tensor.dtype() != DType::kI32 || position_tensor.numel() != num_tokens) {
+    fail("rope: ", position_tensor.numel(), " positions for ", num_tokens, " tokens");
   }
-  if (head_dim % 2 != 0 || static_cast<int64_t>(inv_freq.size()) != half) {
+  if (head_dim % 2 != 0 || inv_freq_tensor.numel() != half) {
     fail("rope: head_dim ", head_dim, " needs ", head_dim / 2, " frequencies, got ",
-         inv_freq.size());
+         inv_freq_tensor.numel());
   }
+  const auto* positions = static_cast<const int32_t*>(position_tensor.data());
+  const float* inv_freq = inv_freq_tensor.f32();
   float* data = x.f32();
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t i = 0; i < half; ++i) {
@@ -213,6 +246,60 @@ void CpuBackend::attention(const Tensor& queries, const ContiguousKvCache& cache
         result += (scores[p] / total) * xt::view(v, p, kv_head, xt::all());
       }
     }
+  }
+}
+
+void CpuBackend::attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
+                           const Step& step, int layer, Tensor& out) {
+  const StepLayout& layout = step.layout;
+  require_rank(queries, 3, "attention queries");
+  require_rank(keys, 3, "attention keys");
+  require_shape(values, keys.shape(), "attention values");
+  const int64_t num_heads = queries.dim(1), num_kv_heads = keys.dim(1), head_dim = queries.dim(2);
+  require_shape(out, {layout.num_tokens(), num_heads * head_dim}, "attention output");
+  for (int64_t s = 0; s < layout.num_seqs(); ++s) {
+    const int64_t begin = layout.query_start[s], end = layout.query_start[s + 1];
+    const int64_t start = layout.context_lens[s] - (end - begin);  // position of the first new one
+    Tensor out_rows = out.rows(begin, end);
+    if (layout.paged == nullptr) {
+      ContiguousKvCache& cache = *layout.contiguous[s];
+      write_kv_cache(keys.rows(begin, end), values.rows(begin, end), cache, layer, start);
+      attention(queries.rows(begin, end), cache, layer, start, out_rows);
+      continue;
+    }
+    const PagedKvCache& cache = *layout.paged;
+    if (layer < 0 || layer >= static_cast<int>(cache.keys.size()))
+      fail("kv cache: no layer ", layer);
+    if (cache.num_kv_heads != num_kv_heads || cache.head_dim != head_dim) {
+      fail("attention: keys of ", num_kv_heads, " heads x ", head_dim, " do not fit a cache of ",
+           cache.num_kv_heads, " x ", cache.head_dim);
+    }
+    cpu::write_paged_kv(keys.rows(begin, end).f32(), values.rows(begin, end).f32(),
+                        layout.slot_mapping.data() + begin, end - begin, num_kv_heads, head_dim,
+                        cache.keys[layer].f32(), cache.values[layer].f32());
+    cpu::PagedSequenceView sequence;
+    sequence.key_cache = cache.keys[layer].f32();
+    sequence.value_cache = cache.values[layer].f32();
+    sequence.block_table = layout.block_tables.data() + s * layout.blocks_per_seq;
+    sequence.block_size = cache.block_size;
+    sequence.context_len = layout.context_lens[s];
+    cpu::AttentionHeads heads{num_heads, num_kv_heads, head_dim,
+                              1.0f / std::sqrt(static_cast<float>(head_dim))};
+    cpu::paged_attention(queries.rows(begin, end).f32(), end - begin, sequence, heads,
+                         out_rows.f32());
+  }
+}
+
+void CpuBackend::argmax(const Tensor& logits, Tensor& ids) {
+  require_rank(logits, 2, "argmax input");
+  if (ids.dtype() != DType::kI32 || ids.numel() != logits.dim(0)) {
+    fail("argmax: ids must be I32 with one entry per row");
+  }
+  const int64_t vocab = logits.dim(1);
+  auto* out = static_cast<int32_t*>(ids.data());
+  for (int64_t r = 0; r < logits.dim(0); ++r) {
+    const float* row = logits.f32() + r * vocab;
+    out[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);  // first maximum
   }
 }
 
