@@ -1,12 +1,16 @@
 // Where tests find the project's files: fixtures, the embedded model, built programs.
 #pragma once
 
+#include <cstdlib>
 #include <string>
 
 namespace servelab::testing {
 
+/// The source tree the tests were built from, or $SERVELAB_SOURCE_DIR when set (test binaries
+/// built on one machine and run on another, e.g. the GPU machine, whose checkout lives elsewhere).
 inline std::string source_path(const std::string& relative) {
-  return std::string(SERVELAB_SOURCE_DIR) + "/" + relative;
+  const char* moved = std::getenv("SERVELAB_SOURCE_DIR");
+  return std::string(moved != nullptr ? moved : SERVELAB_SOURCE_DIR) + "/" + relative;
 }
 inline std::string fixture_path(const std::string& relative) {
   return source_path("tests/fixtures/" + relative);

@@ -47,7 +47,10 @@ struct StepLayout {
   std::vector<int32_t> context_lens;  ///< [num_seqs]: cached plus new tokens after this step
   std::vector<int32_t> output_rows;   ///< rows whose logits are returned, in order
   int32_t max_query_len = 0;
-  int32_t max_context_len = 0;
+  int32_t max_context_len = 0;  ///< an upper bound on context_lens (kernels size grids by it)
+  /// Tells apart forward bodies that differ for the same sizes (logits or argmax), so a backend
+  /// that records and replays steps keeps one recording per variant.
+  int32_t variant = 0;
 
   /// Contiguous caches, one per sequence (the static-batching layout), or empty when paged.
   std::vector<ContiguousKvCache*> contiguous;

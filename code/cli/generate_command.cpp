@@ -6,11 +6,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend_factory.h"
 #include "cli/arguments.h"
 #include "cli/commands.h"
 #include "common/error.h"
 #include "engine/generator.h"
+#include "model/model_config.h"
 
 namespace servelab::cli {
 namespace {
@@ -32,6 +33,9 @@ options:
   --repetition-penalty R   Hugging Face's repetition penalty (1 = off)
   --seed S                 random seed for sampling (default: 0)
   --ignore-eos             keep generating past the end-of-sequence token
+  --device cpu|cuda        where to run (default: cpu; cuda needs a build with CUDA and a GPU)
+  --dtype D                auto (default: the checkpoint's dtype on cuda, float32 on cpu),
+                           float32, bfloat16 or float16 (cuda only)
   --json                   print one JSON object (ids, text, timings) instead of streaming
 )";
 
@@ -51,13 +55,18 @@ int run_generate(const std::vector<std::string>& args) {
   }
   Arguments options(args,
                     {"model", "prompt", "max-tokens", "temperature", "top-k", "top-p",
-                     "repetition-penalty", "seed"},
+                     "repetition-penalty", "seed", "device", "dtype"},
                     {"ignore-eos", "json"});
   const std::string model_dir = options.get("model", default_model_dir());
   const std::string prompt = options.get("prompt", "Once upon a time");
   const bool as_json = options.has("json");
 
-  CpuBackend backend;
+  BackendChoice choice;
+  choice.device = options.get("device", "cpu");
+  choice.dtype = options.get("dtype", "auto");
+  choice.checkpoint_dtype = ModelConfig::load(model_dir).torch_dtype;
+  std::unique_ptr<Backend> backend_owner = make_backend(choice);
+  Backend& backend = *backend_owner;
   LlamaModel model = LlamaModel::load(model_dir, backend);
   const ModelConfig& config = model.config();
   Tokenizer tokenizer =
@@ -108,7 +117,9 @@ int run_generate(const std::vector<std::string>& args) {
                           {"text", result.text},
                           {"finish_reason", result.finish_reason},
                           {"prefill_seconds", result.prefill_seconds},
-                          {"decode_seconds", result.decode_seconds}};
+                          {"decode_seconds", result.decode_seconds},
+                          {"device", backend.name()},
+                          {"dtype", dtype_name(backend.compute_dtype())}};
     std::cout << out.dump() << "\n";
   } else {
     std::fprintf(stderr,
@@ -116,7 +127,7 @@ int run_generate(const std::vector<std::string>& args) {
                  "(%.3f s total; first token after %.1f ms, then %.1f tokens/s) on %s\n",
                  result.prompt_token_ids.size(), generated, result.finish_reason.c_str(),
                  seconds > 0 ? generated / seconds : 0.0, seconds, result.prefill_seconds * 1e3,
-                 decode_rate, backend.name().c_str());
+                 decode_rate, (backend.name() + " " + dtype_name(backend.compute_dtype())).c_str());
   }
   return 0;
 }

@@ -228,7 +228,9 @@ Tensor LlamaModel::forward_ops(const Step& step) {
 Tensor LlamaModel::run(std::vector<ForwardSequence>& batch, bool all_positions, bool greedy) {
   check_batch(batch);
   Backend& ops = *backend_;
-  Step step = ops.prepare_step(make_layout(batch, all_positions));
+  StepLayout layout = make_layout(batch, all_positions);
+  layout.variant = greedy ? 1 : 0;
+  Step step = ops.prepare_step(layout);
   Tensor result = ops.run_step(step, [&] {
     Tensor logits = forward_ops(step);
     if (!greedy) return logits;

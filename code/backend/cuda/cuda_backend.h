@@ -1,0 +1,131 @@
+// The CUDA backend: the Backend ops on an NVIDIA GPU, with cuBLAS for the linear layers and
+// servelab's kernels (kernels/) for everything else. Weights, KV caches and activations are in
+// the compute dtype (F32, F16 or BF16); every kernel accumulates in fp32. It never decides what
+// to run: the model's forward is the same code as on the CPU.
+//
+// Memory: long-lived tensors (weights, KV caches) are plain cudaMalloc allocations freed with
+// their last handle; activations come from one arena (DeviceArena) that is recycled at every
+// step, so a forward call allocates nothing from the driver once the arena has grown to fit.
+// Every CUDA and cuBLAS call and every launch is checked; a failure is a servelab::Error naming
+// the call and the reason.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/backend.h"
+
+typedef struct CUstream_st* cudaStream_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+struct cublasContext;
+
+namespace servelab {
+
+struct CudaBackendOptions {
+  DType dtype = DType::kBF16;  ///< compute dtype: weights, activations and KV caches
+  int device = 0;              ///< CUDA device ordinal
+  /// Record decode steps as CUDA graphs and replay them (one launch per step instead of
+  /// hundreds). The environment variable SERVELAB_CUDA_GRAPHS=0 turns it off too.
+  bool use_graphs = true;
+};
+
+/// Bump allocation from one cudaMalloc'd region, reset at every step. When a step needs more
+/// than the region holds, the extra comes from temporary allocations and the region is resized
+/// (once) at the next reset.
+class DeviceArena {
+ public:
+  DeviceArena() = default;
+  ~DeviceArena();
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+
+  /// 256-byte aligned memory valid until the next reset().
+  void* allocate(size_t bytes);
+  /// Recycles everything; returns true when the region moved (recorded graphs are then stale).
+  /// The caller must have synchronised the work that used the old memory.
+  bool reset();
+  size_t capacity() const { return capacity_; }
+
+ private:
+  char* base_ = nullptr;
+  size_t capacity_ = 0;
+  size_t offset_ = 0;
+  size_t needed_ = 0;  // the most one step asked for
+  std::vector<void*> overflow_;
+};
+
+class CudaBackend : public Backend {
+ public:
+  explicit CudaBackend(CudaBackendOptions options = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const override { return options_.dtype; }
+  /// "NVIDIA H100 80GB HBM3, compute capability 9.0, 132 SMs, 79.1 GiB"
+  std::string device_description() const;
+
+  using Backend::allocate;
+  using Backend::embedding;
+  using Backend::rope;
+  using Backend::scratch;
+  using Backend::upload;
+  Tensor allocate(const Shape& shape, DType dtype) override;
+  Tensor scratch(const Shape& shape, DType dtype) override;
+  Tensor upload(const void* host, DType host_dtype, const Shape& shape, DType dtype) override;
+  Tensor to_host(const Tensor& tensor) override;
+  Step prepare_step(const StepLayout& layout) override;
+  Tensor run_step(const Step& step, const std::function<Tensor()>& body) override;
+
+  void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) override;
+  void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void add(Tensor& x, const Tensor& y) override;
+  void attention(const Tensor& queries, const Tensor& keys, const Tensor& values, const Step& step,
+                 int layer, Tensor& out) override;
+  void argmax(const Tensor& logits, Tensor& ids) override;
+
+  /// Fills a tensor with normal(0, std) values on the device (benchmarks' random weights).
+  void fill_normal(Tensor& tensor, float std, uint64_t seed);
+  /// Waits for all work queued on the backend's stream.
+  void synchronize();
+  cudaStream_t stream() const { return stream_; }
+  /// Steps replayed from a recorded graph so far (tests check that graphs are used).
+  int64_t graph_replays() const { return graph_replays_; }
+
+ private:
+  struct GraphEntry;
+  // Everything a recorded step bakes in: layout kind, sizes, variant, and the identity of the
+  // memory its kernels address directly (the paged pool's tensors; a hash of their addresses).
+  using GraphKey =
+      std::tuple<bool, int64_t, int64_t, int64_t, int32_t, int32_t, int32_t, size_t, uint64_t>;
+  GraphKey graph_key(const StepLayout& layout) const;
+  void clear_graphs();
+  void check_device_tensor(const Tensor& tensor, const char* what) const;
+
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  cublasContext* cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  DeviceArena arena_;
+  // Per-step index arrays: packed into pinned host memory, copied in one transfer into a device
+  // buffer whose offsets depend only on the step's sizes (so graphs can be replayed).
+  void* staging_ = nullptr;
+  void* metadata_ = nullptr;
+  size_t metadata_capacity_ = 0;
+  std::map<GraphKey, std::unique_ptr<GraphEntry>> graphs_;
+  int64_t graph_replays_ = 0;
+};
+
+/// True when a CUDA device is present and usable by this process.
+bool cuda_device_available();
+
+}  // namespace servelab
