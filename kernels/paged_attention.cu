@@ -19,7 +19,7 @@
 //      blocks (128 for 16 sequences of an 8-KV-head model: one per SM, so the memory system
 //      idles), element-sized loads, and barriers that stop the loads between phases.
 //   v2 paged_attention_decode_split (flash-decoding): the context is also cut into partitions, one
-//      block each, so a batch of 16 fills the GPU many times over; a second, small kernel merges
+//      block each, so that even a small batch fills the GPU; a second, small kernel merges
 //      the partitions' (max, sum, unnormalised output) with log-sum-exp rescaling. Inside a block
 //      there are no barriers in the main loop: a team of lanes (head_dim / 8 lanes for fp16/bf16)
 //      owns one token row and loads it in 16-byte vectors; each team runs its own online softmax
@@ -29,7 +29,9 @@
 //      exponential is a single ex2 instruction. Teams merge once, at the end, through shared
 //      memory. The block table entries of the partition are fetched once into shared memory, so
 //      the K/V loads never wait on a dependent block-table load. Fast paths for head_dim 64 and
-//      128, a generic path (a warp per row) for any multiple of 8 up to 256.
+//      128, a generic path (a warp per row) for any multiple of 8 up to 256. The automatic
+//      partition size counts waves: blocks of equal work run in waves of what the device holds at
+//      once, and a last wave left half empty costs as much as a full one (choose_partition_size).
 // measured: (filled in from benchmarks/results)
 #include <algorithm>
 #include <cstdint>
@@ -47,7 +49,6 @@ constexpr int kDefaultSharedMemory = 48 * 1024;  // without opting in, a block g
 // ---- version 1 -------------------------------------------------------------------------------
 
 constexpr int kV1Threads = 128;
-constexpr int kV1Warps = kV1Threads / 32;
 constexpr int kTileTokens = 32;  // a warp's width: in the softmax step lane j owns token j
 
 // Dynamic shared memory of version 1, in floats: queries and accumulators [group][head_dim], a
@@ -68,6 +69,7 @@ __global__ void __launch_bounds__(kV1Threads)
                            const int32_t* __restrict__ seq_rows, int max_context_len, int num_heads,
                            int num_kv_heads, int head_dim, float scale, T* __restrict__ out) {
   // BEGIN LAB(lab04-paged-decode-cuda, device)
+  constexpr int kV1Warps = kV1Threads / 32;
   const int seq = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int group = num_heads / num_kv_heads;  // query heads that share this KV head
@@ -179,13 +181,15 @@ constexpr int kSplitThreads = 128;
 constexpr int kReduceThreads = 128;
 constexpr int kMaxHeadsPerBlock = 8;  // query heads one v2 block keeps in registers
 constexpr float kLog2E = 1.4426950408889634f;
-// Automatic partition size: the largest of 512, 256, 128, 64 tokens that still gives every SM of
-// an H100 (132) several blocks; a fixed target, so that the size (and the workspace) depends only
-// on the launch's sizes, never on the device it happens to run on.
-constexpr int kTargetSms = 132;
-constexpr int kTargetBlocksPerSm = 6;
-constexpr int kLargestAutoPartition = 512;
+// The automatic partition size (partition_size = 0; see choose_partition_size): at least 64
+// tokens, below which a block's fixed costs dominate; a block's fixed cost (the block-table fetch,
+// the merge of its teams, its share of the reduce) counted as 2 main-loop steps; partition counts
+// searched up to 4 waves of the most blocks an H100 can hold (132 SMs x 16 blocks of 128 threads),
+// a device-independent bound so that the workspace size needs no device.
 constexpr int kSmallestAutoPartition = 64;
+constexpr int kAutoOverheadSteps = 2;
+constexpr int kAutoMaxWaves = 4;
+constexpr int64_t kAutoMaxResidentBlocks = 132 * 16;
 
 // Everything both v2 kernels need, in one struct so the launches stay readable.
 struct SplitParams {
@@ -223,12 +227,18 @@ struct RowLayout {
   static constexpr int kVector = 16 / static_cast<int>(sizeof(T));  // elements per 16 bytes
   static constexpr int kTeamLanes = kHeadDim > 0 ? kHeadDim / kVector : 32;
   static constexpr int kVectorsPerLane = kHeadDim > 0 ? 1 : kMaxHeadDim / kVector / 32;
-  static constexpr int kElements = kVector * kVectorsPerLane;  // per lane: 8 in every layout
+  static constexpr int kElements = kVector * kVectorsPerLane;  // per lane: 4 or 8
   static constexpr int kTeams = kSplitThreads / kTeamLanes;    // rows in flight per step
   static_assert(kTeamLanes >= 1 && kTeamLanes <= 32 && (kTeamLanes & (kTeamLanes - 1)) == 0,
                 "a team is a power-of-two slice of a warp");
   static_assert(kHeadDim == 0 || kHeadDim % kVector == 0, "fast paths need whole vectors");
 };
+
+// Tokens a team loads before it computes: 4 K and 4 V rows in flight per lane (2 of each with
+// 8 heads, whose accumulators already take 64 registers).
+constexpr int split_unroll(int heads_per_block) {
+  return heads_per_block >= 8 ? 2 : 4;
+}
 
 // Dynamic shared memory of the v2 partition kernel: per team and head, a head_dim accumulator
 // plus its max and sum (the final merge of the teams), then the partition's block numbers.
@@ -286,9 +296,7 @@ __global__ void __launch_bounds__(kSplitThreads) paged_decode_split_kernel(Split
   constexpr int kVectorsPerLane = Layout::kVectorsPerLane;
   constexpr int kElements = Layout::kElements;
   constexpr int kTeams = Layout::kTeams;
-  // Tokens a team loads before it computes: 4 K and 4 V rows in flight per lane (2 of each with
-  // 8 heads, whose accumulators already take 64 registers).
-  constexpr int kUnroll = kHeads >= 8 ? 2 : 4;
+  constexpr int kUnroll = split_unroll(kHeads);
   constexpr int kTokensPerStep = kTeams * kUnroll;
 
   const int partition = blockIdx.x;
@@ -550,7 +558,7 @@ __global__ void __launch_bounds__(kReduceThreads) paged_decode_reduce_kernel(Spl
   for (int chunk_start = 0; chunk_start < num_partitions; chunk_start += kReduceThreads) {
     const int count = min(kReduceThreads, num_partitions - chunk_start);
     __syncthreads();  // the previous chunk's factors (and scratch) are no longer read
-    if (threadIdx.x < count) {
+    if (static_cast<int>(threadIdx.x) < count) {
       factors[threadIdx.x] =
           exp2f(params.partial_max[base + chunk_start + threadIdx.x] - global_max);
     }
@@ -646,17 +654,47 @@ void check_decode_pointers(const char* what, const void* queries, const PagedCac
   }
 }
 
-// The automatic partition size before rounding to the block size (see kTargetSms).
-int auto_partition_size(int num_seqs, int max_context_len, const HeadShape& heads) {
-  const int64_t blocks_per_partition_column = static_cast<int64_t>(num_seqs) * heads.num_kv_heads *
-                                              head_chunks(heads.num_heads / heads.num_kv_heads);
-  int partition_size = kLargestAutoPartition;
-  while (partition_size > kSmallestAutoPartition &&
-         blocks_per_partition_column * ceil_div(max_context_len, partition_size) <
-             static_cast<int64_t>(kTargetSms) * kTargetBlocksPerSm) {
-    partition_size /= 2;
+int64_t blocks_per_partition_index(int num_seqs, const HeadShape& heads) {
+  return static_cast<int64_t>(num_seqs) * heads.num_kv_heads *
+         head_chunks(heads.num_heads / heads.num_kv_heads);
+}
+
+// The most partitions the automatic choice may cut max_context_len into (the workspace is sized
+// for it): partitions of at least kSmallestAutoPartition tokens, and no more than kAutoMaxWaves
+// waves of blocks on the largest device this targets.
+int auto_partition_limit(int num_seqs, int max_context_len, const HeadShape& heads) {
+  const int64_t by_size = ceil_div(max_context_len, kSmallestAutoPartition);
+  const int64_t by_waves =
+      ceil_div(kAutoMaxWaves * kAutoMaxResidentBlocks,
+               std::max<int64_t>(1, blocks_per_partition_index(num_seqs, heads)));
+  return static_cast<int>(std::max<int64_t>(1, std::min(by_size, by_waves)));
+}
+
+// The automatic partition size. Blocks of equal work run in waves of `resident` blocks (all the
+// device holds at once), so a launch takes about
+//   ceil(blocks / resident) * (steps per block + kAutoOverheadSteps)
+// and a partition count that leaves the last wave half empty wastes half a wave: for 16 sequences
+// of 8 KV heads at 2048 tokens on an H100 (3 blocks per SM, 396 resident), 256-token partitions
+// make 1024 blocks, 2.6 waves rounded up to 3, while 688-token ones make 384 blocks, one wave.
+// So: try every partition count n up to `limit`, with partitions of ceil(max_context_len / n)
+// tokens rounded up to whole cache blocks, and keep the cheapest (the larger on a tie).
+int choose_partition_size(int max_context_len, int block_size, int64_t blocks_per_index,
+                          int64_t resident, int tokens_per_step, int limit) {
+  const int64_t context = std::max(max_context_len, 1);
+  int best_size = static_cast<int>(ceil_div(context, block_size) * block_size);
+  int64_t best_cost = INT64_MAX;
+  for (int n = 1; n <= limit; ++n) {
+    const int size = static_cast<int>(ceil_div(ceil_div(context, n), block_size) * block_size);
+    if (n > 1 && size < kSmallestAutoPartition) break;
+    const int64_t partitions = ceil_div(context, size);
+    const int64_t waves = ceil_div(blocks_per_index * partitions, std::max<int64_t>(1, resident));
+    const int64_t cost = waves * (ceil_div(size, tokens_per_step) + kAutoOverheadSteps);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best_size = size;
+    }
   }
-  return partition_size;
+  return best_size;
 }
 
 int64_t split_workspace_bytes(int num_seqs, int max_partitions, const HeadShape& heads) {
@@ -696,10 +734,12 @@ void dispatch_heads_per_block(int group, F&& f) {
 
 }  // namespace
 
+// seq_rows and stream are used only by the launch, inside the lab region: [[maybe_unused]] keeps
+// the student tree (where the region is a stub) free of warnings.
 void paged_attention_decode(DType dtype, const void* queries, const PagedCache& cache,
-                            const int32_t* context_lens, const int32_t* seq_rows, int num_seqs,
-                            int max_context_len, const HeadShape& heads, void* out,
-                            cudaStream_t stream) {
+                            const int32_t* context_lens, [[maybe_unused]] const int32_t* seq_rows,
+                            int num_seqs, int max_context_len, const HeadShape& heads, void* out,
+                            [[maybe_unused]] cudaStream_t stream) {
   const char* what = "paged_attention_decode";
   check_decode_arguments(what, dtype, cache, num_seqs, max_context_len, heads);
   if (num_seqs == 0) return;
@@ -744,12 +784,12 @@ int64_t paged_attention_split_workspace(int num_seqs, int max_context_len, int p
     fail(what, ": invalid heads: ", heads.num_heads, " query heads, ", heads.num_kv_heads,
          " KV heads, head_dim ", heads.head_dim);
   }
-  // With partition_size 0 the launcher rounds the automatic size up to a multiple of the block
-  // size, which can only lower the partition count: this size is an upper bound for it.
-  const int size =
-      partition_size > 0 ? partition_size : auto_partition_size(num_seqs, max_context_len, heads);
+  // With partition_size 0 the launcher picks a size on the device it runs on; it never cuts the
+  // context into more than auto_partition_limit partitions, so that many fit in any case.
   const int max_partitions =
-      static_cast<int>(std::max<int64_t>(1, ceil_div(max_context_len, size)));
+      partition_size > 0
+          ? static_cast<int>(std::max<int64_t>(1, ceil_div(max_context_len, partition_size)))
+          : auto_partition_limit(num_seqs, max_context_len, heads);
   return split_workspace_bytes(num_seqs, max_partitions, heads);
 }
 
@@ -771,13 +811,10 @@ void paged_attention_decode_split(DType dtype, const void* queries, const PagedC
   if (static_cast<int64_t>(heads.num_kv_heads) * chunks > 65535) {
     fail(what, ": ", heads.num_kv_heads, " KV heads in ", chunks, " chunks do not fit the grid");
   }
-  if (partition_size == 0) {
-    const int automatic = auto_partition_size(num_seqs, max_context_len, heads);
-    partition_size = static_cast<int>(ceil_div(automatic, cache.block_size) * cache.block_size);
-  }
-  const int max_partitions =
-      static_cast<int>(std::max<int64_t>(1, ceil_div(max_context_len, partition_size)));
-  const int64_t needed = split_workspace_bytes(num_seqs, max_partitions, heads);
+  // The workspace is checked against what paged_attention_split_workspace promised for these
+  // arguments (for partition_size 0, the most the automatic choice may use), before the device.
+  const int64_t needed =
+      paged_attention_split_workspace(num_seqs, max_context_len, partition_size, heads);
   if (workspace_bytes < needed) {
     fail(what, ": the workspace has ", workspace_bytes, " bytes, ", needed,
          " are needed (paged_attention_split_workspace gives the size)");
@@ -797,15 +834,9 @@ void paged_attention_decode_split(DType dtype, const void* queries, const PagedC
   params.context_lens = context_lens;
   params.seq_rows = seq_rows;
   params.out = out;
-  const int64_t partial_entries = static_cast<int64_t>(num_seqs) * heads.num_heads * max_partitions;
-  params.partial_out = static_cast<float*>(workspace);
-  params.partial_max = params.partial_out + partial_entries * heads.head_dim;
-  params.partial_sum = params.partial_max + partial_entries;
   params.blocks_per_seq = cache.blocks_per_seq;
   params.block_size = cache.block_size;
   params.max_context_len = max_context_len;
-  params.partition_size = partition_size;
-  params.max_partitions = max_partitions;
   params.num_heads = heads.num_heads;
   params.num_kv_heads = heads.num_kv_heads;
   params.head_dim = heads.head_dim;
@@ -813,8 +844,11 @@ void paged_attention_decode_split(DType dtype, const void* queries, const PagedC
   params.head_chunks = chunks;
   params.scale_log2 = heads.scale * kLog2E;
 
-  const int blocks_per_partition = partition_size / cache.block_size;
-  const int shared_limit = max_shared_memory_per_block();
+  int device = 0, shared_limit = 0, sm_count = 0;
+  SERVELAB_CUDA_CHECK(cudaGetDevice(&device));
+  SERVELAB_CUDA_CHECK(
+      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  SERVELAB_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   dispatch_float_type(dtype, what, [&](auto element) {
     using T = decltype(element);
     dispatch_head_dim(heads.head_dim, [&](auto head_dim_constant) {
@@ -822,8 +856,31 @@ void paged_attention_decode_split(DType dtype, const void* queries, const PagedC
       dispatch_heads_per_block(group, [&](auto heads_constant) {
         constexpr int kHeads = decltype(heads_constant)::value;
         auto* kernel = paged_decode_split_kernel<T, kHeadDim, kHeads>;
-        const int64_t shared_bytes =
-            split_shared_bytes<T, kHeadDim, kHeads>(heads.head_dim, blocks_per_partition);
+        if (partition_size == 0) {
+          // How many blocks the device holds at once, for the wave count (the shared memory of a
+          // 512-token partition stands in for the final size's: registers bind first).
+          int blocks_per_sm = 0;
+          SERVELAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &blocks_per_sm, kernel, kSplitThreads,
+              split_shared_bytes<T, kHeadDim, kHeads>(heads.head_dim,
+                                                      ceil_div(512, cache.block_size))));
+          constexpr int kTokensPerStep = RowLayout<T, kHeadDim>::kTeams * split_unroll(kHeads);
+          partition_size = choose_partition_size(
+              max_context_len, cache.block_size, blocks_per_partition_index(num_seqs, heads),
+              static_cast<int64_t>(std::max(1, blocks_per_sm)) * sm_count, kTokensPerStep,
+              auto_partition_limit(num_seqs, max_context_len, heads));
+        }
+        params.partition_size = partition_size;
+        params.max_partitions =
+            static_cast<int>(std::max<int64_t>(1, ceil_div(max_context_len, partition_size)));
+        const int64_t partial_entries =
+            static_cast<int64_t>(num_seqs) * heads.num_heads * params.max_partitions;
+        params.partial_out = static_cast<float*>(workspace);
+        params.partial_max = params.partial_out + partial_entries * heads.head_dim;
+        params.partial_sum = params.partial_max + partial_entries;
+
+        const int64_t shared_bytes = split_shared_bytes<T, kHeadDim, kHeads>(
+            heads.head_dim, partition_size / cache.block_size);
         if (shared_bytes > shared_limit) {
           fail(what, ": partition_size ", partition_size, " with block size ", cache.block_size,
                " and ", kHeads, " heads per block needs ", shared_bytes,
@@ -834,14 +891,14 @@ void paged_attention_decode_split(DType dtype, const void* queries, const PagedC
           SERVELAB_CUDA_CHECK(cudaFuncSetAttribute(
               kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
         }
-        const dim3 grid(static_cast<unsigned>(max_partitions),
+        const dim3 grid(static_cast<unsigned>(params.max_partitions),
                         static_cast<unsigned>(heads.num_kv_heads * chunks),
                         static_cast<unsigned>(num_seqs));
         kernel<<<grid, kSplitThreads, shared_bytes, stream>>>(params);
       });
     });
     SERVELAB_CHECK_LAUNCH("paged_attention_decode_split (partitions)");
-    if (max_partitions > 1) {
+    if (params.max_partitions > 1) {
       const dim3 grid(static_cast<unsigned>(heads.num_heads), static_cast<unsigned>(num_seqs));
       paged_decode_reduce_kernel<T><<<grid, kReduceThreads, 0, stream>>>(params);
       SERVELAB_CHECK_LAUNCH("paged_attention_decode_split (reduce)");

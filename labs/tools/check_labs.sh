@@ -2,7 +2,10 @@
 # check_labs.sh: proves that the labs work: every lab part's tests pass on the reference code, and
 # in the student tree (regions stubbed) the whole tree still compiles and each part's tests fail.
 # It builds only the lab test targets and never changes the source tree or the reference build's
-# configuration.
+# configuration. A part whose tests all carry the ctest label gpu and were all skipped (no GPU
+# here) is reported as "skipped (no GPU)", and a part whose regions are all in .cu/.cuh files is
+# reported as "skipped (no CUDA build)" when the reference build has CUDA off; neither fails the
+# check.
 #
 # Usage: check_labs.sh [--student-dir DIR] [--keep] [--source SRC_DIR] [--lab labNN] REFERENCE_BUILD_DIR
 #   REFERENCE_BUILD_DIR  a configured build of the project (tests on); its lab targets are built
@@ -23,7 +26,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 readonly MAKE_STUDENT_TREE="$here/make_student_tree.sh"
 
 usage() {
-  sed -n '7,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '10,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 die() {
@@ -74,6 +77,12 @@ reference_build=$(cd "$reference_build" && pwd -P)
 cache_value() {
   sed -n "s/^$1:[A-Z]*=//p" "$reference_build/CMakeCache.txt" | head -n 1
 }
+# Whether the reference builds the CUDA targets (SERVELAB_CUDA not OFF, and nvcc found).
+cuda_compiler=$(cache_value CMAKE_CUDA_COMPILER)
+reference_cuda=0
+if [[ "$(cache_value SERVELAB_CUDA)" != OFF && -n "$cuda_compiler" && "$cuda_compiler" != *NOTFOUND ]]; then
+  reference_cuda=1
+fi
 if [[ -z "$source_dir" ]]; then
   source_dir=$(cache_value CMAKE_HOME_DIRECTORY)
   [[ -n "$source_dir" ]] || die "cannot tell the source directory of $reference_build; pass --source"
@@ -89,7 +98,7 @@ else
 fi
 
 # --- 1. the lab parts, from the markers in the source tree --------------------------------------
-# make_student_tree.sh --list checks every marker and prints "part<TAB>file<TAB>line".
+# make_student_tree.sh --list checks every marker and prints "part<TAB>file<TAB>line<TAB>kind".
 if ! "$MAKE_STUDENT_TREE" --list "$source_dir" >"$work/regions"; then
   die "the lab markers in $source_dir are malformed (see above)"
 fi
@@ -98,6 +107,9 @@ if [[ ! -s "$work/regions" ]]; then
   exit 0
 fi
 cut -f1 "$work/regions" | sort -u >"$work/parts"
+# Parts whose every region is CUDA code (.cu/.cuh): their tests exist only in a CUDA build.
+awk -F '\t' '{ if ($2 ~ /\.(cu|cuh)$/) cuda[$1] = 1; else host[$1] = 1 }
+  END { for (part in cuda) if (!(part in host)) print part }' "$work/regions" | sort >"$work/cuda_parts"
 if [[ ${#only_labs[@]} -gt 0 ]]; then
   for lab in "${only_labs[@]}"; do
     [[ "$lab" =~ ^lab[0-9]{2}$ ]] || die "--lab wants labNN, got '$lab'"
@@ -128,11 +140,14 @@ while IFS= read -r lab; do
 done <"$work/labs"
 while IFS= read -r target; do
   if ! grep -qxF "${target:0:5}" "$work/labs"; then
-    echo "$PROGRAM: warning: target $target is built but not checked (its lab has no lab regions, or --lab left it out)" >&2
+    echo "$PROGRAM: warning: target $target is neither built nor checked (its lab has no lab regions, or --lab left it out)" >&2
   fi
 done <"$work/targets"
 ((problems == 0)) || die "missing lab test targets"
-mapfile -t targets <"$work/targets"
+# Only the targets of the labs being checked are built (and run), in both trees.
+mapfile -t targets < <(while IFS= read -r target; do
+  if grep -qxF "${target:0:5}" "$work/labs"; then echo "$target"; fi
+done <"$work/targets")
 
 # --- 3. the reference: build the lab targets and run each lab's tests ---------------------------
 say "building ${targets[*]} in $reference_build (-j$jobs)"
@@ -140,6 +155,10 @@ if ! cmake --build "$reference_build" --target "${targets[@]}" -j "$jobs" >"$wor
   show_log_tail "$work/reference_build.log"
   die "the reference build of the lab targets failed"
 fi
+
+# The tests labelled gpu in the reference build, one name per line ("  Test #12: Name" in ctest -N).
+ctest --test-dir "$reference_build" -N -L '^gpu$' 2>/dev/null |
+  sed -n 's/^ *Test *#[0-9]*: //p' >"$work/gpu_tests" || true
 
 # run_lab_tests BUILD_DIR LAB NAME: runs the tests labelled LAB, writes $work/NAME_LAB.junit.xml
 # and $work/NAME_LAB.log; prints ctest's exit status (a failing test is not an error here).
@@ -213,7 +232,16 @@ fi
 student_tree=$(cd "$student_tree" && pwd -P)
 student_build="$student_tree/build"
 
-configure_args=(-S "$student_tree" -B "$student_build" -DSERVELAB_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug)
+configure_args=(-S "$student_tree" -B "$student_build" -DCMAKE_BUILD_TYPE=Debug)
+# CUDA as in the reference: with it, the stubbed kernels must compile and the CUDA lab targets
+# exist in both trees; without it, neither tree has them.
+if ((reference_cuda)); then
+  configure_args+=(-DSERVELAB_CUDA=ON "-DCMAKE_CUDA_COMPILER=$cuda_compiler")
+  cuda_architectures=$(cache_value CMAKE_CUDA_ARCHITECTURES)
+  [[ -z "$cuda_architectures" ]] || configure_args+=("-DCMAKE_CUDA_ARCHITECTURES=$cuda_architectures")
+else
+  configure_args+=(-DSERVELAB_CUDA=OFF)
+fi
 generator=$(cache_value CMAKE_GENERATOR)
 [[ -z "$generator" ]] || configure_args+=(-G "$generator")
 compiler=$(cache_value CMAKE_CXX_COMPILER)
@@ -246,7 +274,9 @@ done <"$work/labs"
 # --- 5. the verdict per part -------------------------------------------------------------------
 # A test belongs to part P when its gtest suite is CamelCase(P): ctest names discovered tests
 # "Suite.Test", or "Prefix/Suite.Test/N" and "Suite/N.Test" for parameterised and typed tests.
-awk -F '\t' -v problems_file="$work/problems" -v reference_failures="$work/reference_failures" '
+awk -F '\t' -v problems_file="$work/problems" -v skipped_file="$work/skipped" \
+  -v reference_failures="$work/reference_failures" -v gpu_tests="$work/gpu_tests" \
+  -v cuda_parts="$work/cuda_parts" -v reference_cuda="$reference_cuda" '
   function camel(part,   pieces, count, i, out) {
     count = split(part, pieces, "-")
     out = ""
@@ -264,6 +294,8 @@ awk -F '\t' -v problems_file="$work/problems" -v reference_failures="$work/refer
   FILENAME == ARGV[2] { reference[++reference_count] = $0; next }
   FILENAME == ARGV[3] { student[++student_count] = $0; next }
   FILENAME == reference_failures { lab_failed[$1] = 1; next }
+  FILENAME == gpu_tests { gpu[$0] = 1; next }
+  FILENAME == cuda_parts { cuda_only[$0] = 1; next }
   END {
     format = "%-6s %-28s %-26s %-10s %-10s %s\n"
     printf format, "lab", "part", "suite", "reference", "student", "verdict"
@@ -271,13 +303,14 @@ awk -F '\t' -v problems_file="$work/problems" -v reference_failures="$work/refer
     bad = 0
     for (p = 1; p <= part_count; p++) {
       part = parts[p]; lab = substr(part, 1, 5); suite = camel(part)
-      ref_total = ref_pass = ref_fail = 0
+      ref_total = ref_pass = ref_fail = ref_gpu = 0
       for (i = 1; i <= reference_count; i++) {
         split(reference[i], f, "\t")
         if (f[1] != lab || !suite_matches(f[3], suite)) continue
         ref_total++
         if (f[2] == "pass") ref_pass++
         if (f[2] == "fail") ref_fail++
+        if (f[3] in gpu) ref_gpu++
       }
       stu_total = stu_fail = stub_seen = 0
       for (i = 1; i <= student_count; i++) {
@@ -289,14 +322,18 @@ awk -F '\t' -v problems_file="$work/problems" -v reference_failures="$work/refer
           if (index(" " f[4] " ", " " part " ") > 0) stub_seen = 1
         }
       }
-      if (ref_total == 0) verdict = "FAIL: part " part " has no tests named " suite ".*"
+      if (ref_total == 0 && (part in cuda_only) && reference_cuda == 0)
+        verdict = "skipped (no CUDA build)"
+      else if (ref_total == 0) verdict = "FAIL: part " part " has no tests named " suite ".*"
       else if (ref_fail > 0) verdict = "FAIL: " ref_fail " of its reference tests fail"
+      else if (ref_pass == 0 && ref_gpu == ref_total) verdict = "skipped (no GPU)"
       else if (ref_pass == 0) verdict = "FAIL: its reference tests were all skipped"
       else if (stu_total == 0) verdict = "FAIL: its tests did not run in the student tree"
       else if (stu_fail == 0) verdict = "FAIL: no " suite " test fails in the student tree (do the tests reach the region?)"
       else if (stub_seen) verdict = "ok"
       else verdict = "ok (failed without the LabNotImplemented message for " part ")"
       if (verdict ~ /^FAIL/) bad++
+      if (verdict ~ /^skipped/) skipped++
       printf format, lab, part, suite, ref_pass "/" ref_total, stu_fail "/" stu_total, verdict
     }
     # Reference tests of a lab outside any part suite must pass too; list them all, so that a
@@ -324,7 +361,9 @@ awk -F '\t' -v problems_file="$work/problems" -v reference_failures="$work/refer
       if (!failing) { printf "FAIL: ctest failed on the reference for %s\n", lab; bad++ }
     }
     print bad > problems_file
-  }' "$work/parts" "$work/reference_results" "$work/student_results" "$work/reference_failures"
+    print skipped + 0 > skipped_file
+  }' "$work/parts" "$work/reference_results" "$work/student_results" "$work/reference_failures" \
+  "$work/gpu_tests" "$work/cuda_parts"
 
 problem_count=$(cat "$work/problems")
 if [[ "$problem_count" != 0 ]]; then
@@ -333,4 +372,9 @@ if [[ "$problem_count" != 0 ]]; then
   fi
   die "$problem_count problem(s) with the labs (see the table above; run with --keep to keep the logs)"
 fi
-say "all $(wc -l <"$work/parts") lab parts check out"
+skipped_count=$(cat "$work/skipped")
+if [[ "$skipped_count" != 0 ]]; then
+  say "all $(wc -l <"$work/parts") lab parts check out ($skipped_count skipped: they need a GPU or a CUDA build)"
+else
+  say "all $(wc -l <"$work/parts") lab parts check out"
+fi

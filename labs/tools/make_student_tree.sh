@@ -6,7 +6,8 @@
 # Usage:
 #   make_student_tree.sh [--lab labNN|PART] SRC_DIR DEST_DIR   make the student tree
 #   make_student_tree.sh --list SRC_DIR                         only check the markers and print
-#                                                               "part<TAB>file<TAB>line" per region
+#                                                               "part<TAB>file<TAB>line<TAB>kind"
+#                                                               per region (kind: host or device)
 # A lab region, in any *.h *.hpp *.cpp *.cc *.cu *.cuh file, is
 #   <indent>// BEGIN LAB(lab01-rms-norm)
 #   ... reference code ...
@@ -15,6 +16,10 @@
 #   <indent>// BEGIN LAB(lab01-rms-norm): your code here. See labs/ for the handout.
 #   <indent>throw ::servelab::LabNotImplemented("lab01-rms-norm");
 #   <indent>// END LAB
+# A device region, in a *.cu or *.cuh file, is marked // BEGIN LAB(lab04-part, device): code that
+# runs on the GPU, where nothing can throw. Its stub is a comment and nothing else, so the kernel
+# compiles and does none of the region's work. One part may have device and host regions (e.g. a
+# kernel body and its launcher); the host region's throw then names the part when its tests run.
 # --lab lab01 stubs only lab01's regions (--lab lab01-rope: only that part); the others keep the
 # reference code. DEST_DIR/.lab_parts lists every part id found, one per line, sorted.
 set -euo pipefail
@@ -36,8 +41,9 @@ die() {
 }
 
 # One awk program for both jobs, so the marker grammar is written once.
-#   mode=scan: reads many files; prints "R<TAB>file<TAB>begin_line<TAB>part" per valid region and
-#              "E<TAB>file:line: error: ..." per problem (W for warnings).
+#   mode=scan: reads many files; prints "R<TAB>file<TAB>begin_line<TAB>part<TAB>kind" per valid
+#              region (kind: host or device) and "E<TAB>file:line: error: ..." per problem (W for
+#              warnings).
 #   mode=stub: reads one file; prints it with the selected regions stubbed (filter: "" for all,
 #              "labNN" for one lab, or one part id) and the error.h include added where needed.
 # Written for POSIX awk (Debian's default is mawk: no regex intervals, no gensub).
@@ -48,13 +54,34 @@ function is_end(text) { return text ~ /^[ \t]*\/\/[ \t]*END[ \t]+LAB([^A-Za-z0-9
 function valid_part(id) { return id ~ /^lab[0-9][0-9]-[a-z0-9-]+$/ }
 # Text after the keyword LAB, e.g. "(lab01-rope): your code here".
 function after_keyword(text) { sub(/^[ \t]*\/\/[ \t]*(BEGIN|END)[ \t]+LAB/, "", text); return text }
-# The id inside "(...)" at the start of rest, or "" if rest does not start with a closed "(".
-function paren_id(rest,   close_at) {
+# The text inside "(...)" at the start of rest, or "" if rest does not start with a closed "(".
+function paren_text(rest,   close_at) {
   if (substr(rest, 1, 1) != "(") return ""
   close_at = index(rest, ")")
   if (close_at == 0) return ""
   return substr(rest, 2, close_at - 2)
 }
+# The part id: the text inside "(...)" up to an optional ", flag".
+function paren_id(rest,   text, comma) {
+  text = paren_text(rest)
+  comma = index(text, ",")
+  if (comma == 0) return text
+  text = substr(text, 1, comma - 1)
+  sub(/[ \t]+$/, "", text)
+  return text
+}
+# The flag after the comma ("device"), "" when there is none.
+function paren_flag(rest,   text, comma) {
+  text = paren_text(rest)
+  comma = index(text, ",")
+  if (comma == 0) return ""
+  text = substr(text, comma + 1)
+  sub(/^[ \t]+/, "", text)
+  sub(/[ \t]+$/, "", text)
+  return text
+}
+function has_flag(rest) { return index(paren_text(rest), ",") > 0 }
+function is_cuda_file(name) { return name ~ /\.(cu|cuh)$/ }
 function indent_of(text) { match(text, /^[ \t]*/); return substr(text, 1, RLENGTH) }
 function report(kind, line, message) { printf "%s\t%s:%d: %s\n", kind, FILENAME, line, message }
 function selected(id) {
@@ -76,6 +103,7 @@ mode == "scan" {
   if (is_begin(text)) {
     rest = after_keyword(text)
     id = paren_id(rest)
+    flag = paren_flag(rest)
     if (open_line > 0) {
       report("E", FNR, "error: nested BEGIN LAB inside BEGIN LAB(" open_id ") opened at line " open_line "; close it with // END LAB first")
       nested++
@@ -89,7 +117,17 @@ mode == "scan" {
       open_id = (id == "" ? "?" : id); open_line = FNR; open_valid = 0
       next
     }
-    open_id = id; open_line = FNR; open_valid = 1
+    if (has_flag(rest) && flag != "device") {
+      report("E", FNR, "error: unknown lab region flag '" flag "' in BEGIN LAB(" id ", " flag "); the only flag is device: // BEGIN LAB(" id ", device)")
+      open_id = id; open_line = FNR; open_valid = 0
+      next
+    }
+    if (flag == "device" && !is_cuda_file(FILENAME)) {
+      report("E", FNR, "error: BEGIN LAB(" id ", device) in a file that is not .cu or .cuh; device regions hold GPU code (drop \", device\" for host code, whose stub throws)")
+      open_id = id; open_line = FNR; open_valid = 0
+      next
+    }
+    open_id = id; open_line = FNR; open_valid = 1; open_kind = (flag == "device" ? "device" : "host")
     next
   }
   if (is_end(text)) {
@@ -101,7 +139,7 @@ mode == "scan" {
     if (end_id != "" && open_valid && end_id != open_id)
       report("E", FNR, "error: END LAB(" end_id ") closes BEGIN LAB(" open_id ") opened at line " open_line)
     else if (open_valid)
-      printf "R\t%s\t%d\t%s\n", FILENAME, open_line, open_id
+      printf "R\t%s\t%d\t%s\t%s\n", FILENAME, open_line, open_id, open_kind
     open_line = 0
     next
   }
@@ -123,10 +161,17 @@ mode == "stub" {
     id = paren_id(after_keyword(text))
     if (selected(id)) {
       indent = indent_of(text)
-      out[++count] = indent "// BEGIN LAB(" id "): your code here. See labs/ for the handout." eol
-      out[++count] = indent "throw ::servelab::LabNotImplemented(\"" id "\");" eol
+      if (paren_flag(after_keyword(text)) == "device") {
+        # Device code cannot throw: the stub is a comment, and the file needs no new include.
+        out[++count] = indent "// BEGIN LAB(" id ", device): your code here. See labs/ for the handout." eol
+        out[++count] = indent "// Device code cannot throw, so this stub is empty: the part's tests fail until you write it." eol
+      } else {
+        out[++count] = indent "// BEGIN LAB(" id "): your code here. See labs/ for the handout." eol
+        out[++count] = indent "throw ::servelab::LabNotImplemented(\"" id "\");" eol
+        stubbed++
+      }
       depth_of[count - 1] = -1; depth_of[count] = -1
-      inside = 1; stubbed++
+      inside = 1
       next
     }
   }
@@ -266,7 +311,7 @@ fi
 grep $'^R\t' "$work/scan" | cut -f2- | sort -t $'\t' -k3,3 -k1,1 -k2,2n >"$work/regions" || true
 
 if ((list_only)); then
-  awk -F '\t' '{ printf "%s\t%s\t%s\n", $3, $1, $2 }' "$work/regions"
+  awk -F '\t' '{ printf "%s\t%s\t%s\t%s\n", $3, $1, $2, $4 }' "$work/regions"
   exit 0
 fi
 
@@ -316,13 +361,14 @@ awk -F '\t' -v filter="$filter" '
     part = $3
     if (!(part in regions)) order[++parts] = part
     regions[part]++
+    if ($4 == "device") device[part]++
     if (!((part, $1) in seen)) { seen[part, $1] = 1; files[part] = files[part] " " $1 }
   }
   END {
-    printf "%-32s %-8s %-9s %s\n", "lab part", "regions", "action", "files"
+    printf "%-32s %-8s %-7s %-9s %s\n", "lab part", "regions", "device", "action", "files"
     for (i = 1; i <= parts; i++) {
       part = order[i]
-      printf "%-32s %-8d %-9s%s\n", part, regions[part], selected(part) ? "stubbed" : "kept", files[part]
+      printf "%-32s %-8d %-7d %-9s%s\n", part, regions[part], device[part], selected(part) ? "stubbed" : "kept", files[part]
     }
   }' "$work/regions"
 if [[ -s "$work/includes_added" ]]; then

@@ -304,13 +304,16 @@ TEST(CudaGreedy, ArgmaxOnTheDeviceEqualsArgmaxOfTheCopiedLogits) {
   }
 }
 
-TEST(CudaBackendErrors, WithoutAGpuConstructionFailsWithAClearMessage) {
-  if (cuda_device_available()) GTEST_SKIP() << "a GPU is present";
+TEST(CudaBackendErrors, AMissingDeviceFailsWithAClearMessage) {
+  // Without a GPU: "no CUDA device"; with one, a device ordinal that does not exist.
+  CudaBackendOptions options;
+  options.device = 99;
   try {
-    CudaBackend backend;
-    FAIL() << "a CUDA backend was made without a GPU";
+    CudaBackend backend(options);
+    FAIL() << "a CUDA backend was made on a device that does not exist";
   } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("no CUDA device"), std::string::npos) << error.what();
+    const std::string expected = cuda_device_available() ? "does not exist" : "no CUDA device";
+    EXPECT_NE(std::string(error.what()).find(expected), std::string::npos) << error.what();
   }
 }
 

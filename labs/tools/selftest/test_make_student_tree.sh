@@ -42,7 +42,8 @@ new_repo() {
 # --- a good tree -------------------------------------------------------------------------------
 good="$work/good"
 new_repo "$good"
-mkdir -p "$good/code/common" "$good/code/model" "$good/code/sampling" "$good/build" "$good/docs"
+mkdir -p "$good/code/common" "$good/code/model" "$good/code/sampling" "$good/build" "$good/docs" \
+  "$good/kernels"
 cp "$error_header" "$good/code/common/error.h"
 
 cat >"$good/code/model/rms_norm.cpp" <<'EOF'
@@ -124,6 +125,50 @@ inline float penalise(float logit) {
 }
 }  // namespace servelab
 EOF
+# One part with a device region (the kernel body: its stub must not throw) and a host region (the
+# launcher). The #define lets g++ compile the file as C++ below.
+cat >"$good/kernels/scale.cu" <<'EOF'
+// Scales a vector on the GPU.
+#ifndef __CUDACC__
+#define __global__
+#endif
+#include <vector>
+
+namespace servelab {
+__global__ void scale_kernel(float* values, int count, float factor) {
+  for (int i = 0; i < count; ++i) {
+    // BEGIN LAB(lab04-scale, device)
+    values[i] *= factor;
+    // END LAB
+  }
+}
+
+void scale(std::vector<float>& values, float factor) {
+  // BEGIN LAB(lab04-scale)
+  scale_kernel(values.data(), static_cast<int>(values.size()), factor);
+  // END LAB
+}
+}  // namespace servelab
+EOF
+# Device regions only (no space after the comma; END repeats the id and flag): no throw, and no
+# error.h include, since nothing in the file needs it.
+cat >"$good/kernels/reduce.cuh" <<'EOF'
+// Sums on the GPU.
+#pragma once
+#ifndef __CUDACC__
+#define __device__
+#endif
+#include <cstdint>
+namespace servelab {
+__device__ inline float sum_of(const float* values, int64_t count) {
+  float total = 0.0f;
+  // BEGIN LAB(lab05-reduce,device)
+  for (int64_t i = 0; i < count; ++i) total += values[i];
+  // END LAB(lab05-reduce, device)
+  return total;
+}
+}  // namespace servelab
+EOF
 # Not a lab marker: documentation mentions, a non-source file, and an ignored build directory.
 cat >"$good/code/model/notes.cpp" <<'EOF'
 /// Lab regions look like // BEGIN LAB(labNN-part) ... // END LAB in a function body.
@@ -167,15 +212,37 @@ expect "include goes after #pragma once when there is no #include" \
   test "$(line_of "$penalty" '#include "common/error.h"')" -eq $(($(line_of "$penalty" '#pragma once') + 1))
 expect ".cuh files are stubbed" file_has "$penalty" 'LabNotImplemented("lab02-repetition-penalty")'
 
+scale="$student/kernels/scale.cu"
+expect "device region: BEGIN line says your code here" \
+  file_has "$scale" "    // BEGIN LAB(lab04-scale, device): your code here. See labs/ for the handout."
+expect "device region: reference lines removed" file_lacks "$scale" "values[i] *= factor"
+expect "device region: replaced by a comment, not a throw" \
+  test "$(sed -n "$(($(line_of "$scale" 'lab04-scale, device') + 1))p" "$scale")" = \
+  "    // Device code cannot throw, so this stub is empty: the part's tests fail until you write it."
+expect "device region: END marker follows the comment" \
+  test "$(sed -n "$(($(line_of "$scale" 'lab04-scale, device') + 2))p" "$scale")" = "    // END LAB"
+expect "host region of the same part still throws" \
+  test "$(grep -c 'LabNotImplemented("lab04-scale")' "$scale")" -eq 1
+expect "host region of the same part: reference lines removed" file_lacks "$scale" "scale_kernel(values.data()"
+expect "host region in a .cu file gets the include" file_has "$scale" '#include "common/error.h"'
+reduce="$student/kernels/reduce.cuh"
+expect "device-only file: no throw" file_lacks "$reduce" "LabNotImplemented"
+expect "device-only file: no include added" file_lacks "$reduce" "common/error.h"
+expect "device region without a space after the comma is stubbed" \
+  file_has "$reduce" "  // BEGIN LAB(lab05-reduce, device): your code here."
+expect "device-only file: code after the region kept" file_has "$reduce" "  return total;"
+expect "device-only file: reference lines removed" file_lacks "$reduce" "total += values[i]"
+
 expect "documentation mention of a marker left alone" cmp -s "$good/code/model/notes.cpp" "$student/code/model/notes.cpp"
 expect "markers in non-source files left alone" cmp -s "$good/docs/guide.md" "$student/docs/guide.md"
 expect "ignored build dir not copied" test ! -e "$student/build"
 expect "untracked, not ignored files copied" test -f "$student/code/sampling/top_p.h"
 expect ".git not copied" test ! -e "$student/.git"
 expect ".lab_parts lists parts sorted and unique" \
-  test "$(cat "$student/.lab_parts")" = "$(printf 'lab01-rms-norm\nlab01-rope\nlab02-repetition-penalty\nlab02-top-p')"
-expect "summary counts regions per part" grep -qE '^lab01-rms-norm +2 +stubbed +code/model/rms_norm.cpp$' "$out"
-expect "summary names the files" grep -qE '^lab02-top-p +1 +stubbed +code/sampling/top_p.h$' "$out"
+  test "$(cat "$student/.lab_parts")" = "$(printf 'lab01-rms-norm\nlab01-rope\nlab02-repetition-penalty\nlab02-top-p\nlab04-scale\nlab05-reduce')"
+expect "summary counts regions per part" grep -qE '^lab01-rms-norm +2 +0 +stubbed +code/model/rms_norm.cpp$' "$out"
+expect "summary names the files" grep -qE '^lab02-top-p +1 +0 +stubbed +code/sampling/top_p.h$' "$out"
+expect "summary counts device regions" grep -qE '^lab04-scale +2 +1 +stubbed +kernels/scale.cu$' "$out"
 expect "source tree left unchanged" file_has "$good/code/model/rms_norm.cpp" "total += value * value"
 
 if command -v g++ >/dev/null 2>&1; then
@@ -185,6 +252,14 @@ if command -v g++ >/dev/null 2>&1; then
     pass "stubbed files compile"
   else
     fail "stubbed files compile" "$(cat "$compile_log")"
+  fi
+  # The .cu and .cuh files, as C++ (their __global__ / __device__ are defined away): the device
+  # stubs leave valid function bodies behind, and the host stub's throw finds its include.
+  if g++ -std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -I "$student/code" \
+    -x c++ "$scale" -x c++ "$reduce" >"$compile_log" 2>&1; then
+    pass "stubbed .cu/.cuh files compile as C++"
+  else
+    fail "stubbed .cu/.cuh files compile as C++" "$(cat "$compile_log")"
   fi
 fi
 
@@ -209,15 +284,25 @@ teacher="$work/teacher"
 "$tool" --lab lab02 "$good" "$teacher" >"$out" 2>&1 || fail "--lab lab02: exit 0" "$(cat "$out")"
 expect "--lab lab02 keeps lab01 reference code" cmp -s "$good/code/model/rms_norm.cpp" "$teacher/code/model/rms_norm.cpp"
 expect "--lab lab02 stubs lab02" file_has "$teacher/code/sampling/top_p.h" 'LabNotImplemented("lab02-top-p")'
-expect "--lab summary says kept / stubbed" grep -qE '^lab01-rope +1 +kept ' "$out"
+expect "--lab summary says kept / stubbed" grep -qE '^lab01-rope +1 +0 +kept ' "$out"
+expect "--lab lab02 keeps device regions of other labs" cmp -s "$good/kernels/scale.cu" "$teacher/kernels/scale.cu"
+device_only="$work/device_only"
+"$tool" --lab lab04-scale "$good" "$device_only" >/dev/null 2>&1 || fail "--lab lab04-scale: exit 0"
+expect "--lab PART stubs the part's device and host regions" \
+  bash -c "grep -qF 'lab04-scale, device): your code here' '$device_only/kernels/scale.cu' &&
+           grep -qF 'LabNotImplemented(\"lab04-scale\")' '$device_only/kernels/scale.cu'"
 part_only="$work/part_only"
 "$tool" --lab lab01-rope "$good" "$part_only" >/dev/null 2>&1 || fail "--lab lab01-rope: exit 0"
 expect "--lab PART stubs only that part" file_has "$part_only/code/model/rope.cpp" 'LabNotImplemented("lab01-rope")'
 expect "--lab PART keeps the lab's other parts" cmp -s "$good/code/model/rms_norm.cpp" "$part_only/code/model/rms_norm.cpp"
 
 # --- --list ------------------------------------------------------------------------------------
-expect "--list prints part, file, line" \
-  bash -c "'$tool' --list '$good' | grep -qxF \$'lab01-rms-norm\tcode/model/rms_norm.cpp\t11'"
+expect "--list prints part, file, line, kind" \
+  bash -c "'$tool' --list '$good' | grep -qxF \$'lab01-rms-norm\tcode/model/rms_norm.cpp\t11\thost'"
+expect "--list marks device regions" \
+  bash -c "'$tool' --list '$good' | grep -qxF \$'lab04-scale\tkernels/scale.cu\t10\tdevice'"
+expect "--list lists a part's device and host regions" \
+  test "$("$tool" --list "$good" | grep -c $'^lab04-scale\t')" -eq 2
 
 # --- malformed regions: each in its own repo, each must fail with file:line and write nothing ----
 # malformed NAME EXPECTED_LOCATION EXPECTED_TEXT: the fixture in $work/bad_NAME/code/bad.cpp is
@@ -237,6 +322,7 @@ malformed() {
   expect "malformed ($name): DEST not created" test ! -e "$work/bad_$1_out"
 }
 bad_file() { new_repo "$work/bad_$1"; mkdir -p "$work/bad_$1/code"; cat >"$work/bad_$1/code/bad.cpp"; }
+bad_cuda_file() { new_repo "$work/bad_$1"; mkdir -p "$work/bad_$1/code"; cat >"$work/bad_$1/code/bad.cu"; }
 
 bad_file unclosed <<'EOF'
 void f() {
@@ -297,6 +383,54 @@ void f() {
 }
 EOF
 malformed mismatched_end "code/bad.cpp:3:" "closes BEGIN LAB(lab01-rms-norm)"
+
+bad_cuda_file unknown_flag <<'EOF'
+__global__ void f() {
+  // BEGIN LAB(lab04-paged, foo)
+  // END LAB
+}
+EOF
+malformed unknown_flag "code/bad.cu:2:" "unknown lab region flag 'foo'"
+
+bad_cuda_file empty_flag <<'EOF'
+__global__ void f() {
+  // BEGIN LAB(lab04-paged, )
+  // END LAB
+}
+EOF
+malformed empty_flag "code/bad.cu:2:" "unknown lab region flag ''"
+
+bad_cuda_file two_flags <<'EOF'
+__global__ void f() {
+  // BEGIN LAB(lab04-paged, device, host)
+  // END LAB
+}
+EOF
+malformed two_flags "code/bad.cu:2:" "unknown lab region flag 'device, host'"
+
+bad_file device_in_cpp <<'EOF'
+void f() {
+  // BEGIN LAB(lab04-paged, device)
+  // END LAB
+}
+EOF
+malformed device_in_cpp "code/bad.cpp:2:" "not .cu or .cuh"
+
+bad_cuda_file device_bad_id <<'EOF'
+__global__ void f() {
+  // BEGIN LAB(lab4-paged, device)
+  // END LAB
+}
+EOF
+malformed device_bad_id "code/bad.cu:2:" "malformed lab part id 'lab4-paged'"
+
+bad_cuda_file device_mismatched_end <<'EOF'
+__global__ void f() {
+  // BEGIN LAB(lab04-paged, device)
+  // END LAB(lab04-other, device)
+}
+EOF
+malformed device_mismatched_end "code/bad.cu:3:" "closes BEGIN LAB(lab04-paged)"
 
 # Two problems in one file are both reported.
 bad_file two_errors <<'EOF'

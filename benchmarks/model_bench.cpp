@@ -1,0 +1,309 @@
+// servelab_bench_model: the engine's decode and prefill speed on a Llama-3-8B-shaped model with
+// random bf16 weights (made on the GPU, nothing to download), the numbers behind the issue's
+// floors. Output is JSON for benchmarks/report.py; progress goes to stderr.
+//
+//   servelab_bench_model decode  [--batch-sizes 1,8,32,64,128] [--prompt 128] [--new-tokens 256]
+//                                [--layout paged|contiguous] [--json FILE]
+//   servelab_bench_model prefill [--tokens 2048] [--json FILE]
+//
+// Decode: B prompts of random tokens are prefilled together, then new tokens are generated
+// greedily (argmax on the device) one step at a time, EOS ignored. tokens/s counts every new token
+// over the whole run, prefill included, as Hugging Face's generate() is timed; ms/step is the
+// decode part alone. At each batch size one untimed run goes first (it records the CUDA graphs).
+// Bytes per step: every weight the step reads (all but the embedding table, of which one row per
+// token) plus the KV cache read and written, averaged over the run.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/cuda/cuda_backend.h"
+#include "common/error.h"
+#include "model/llama_model.h"
+
+namespace servelab {
+namespace {
+
+ModelConfig llama3_8b_shape() {
+  ModelConfig c;
+  c.architecture_name = "LlamaForCausalLM";
+  c.vocab_size = 128256;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_hidden_layers = 32;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.max_position_embeddings = 8192;
+  c.torch_dtype = "bfloat16";
+  return c;
+}
+
+/// Random weights made on the device: normal(0, 0.02) matrices, unit norm gains.
+ModelWeights random_weights(const ModelConfig& c, CudaBackend& backend, int64_t* bytes_read) {
+  uint64_t seed = 1;
+  int64_t bytes = 0;
+  auto matrix = [&](int64_t rows, int64_t cols) {
+    Tensor tensor = backend.allocate({rows, cols});
+    backend.fill_normal(tensor, 0.02f, seed++);
+    bytes += static_cast<int64_t>(tensor.nbytes());
+    return tensor;
+  };
+  std::vector<float> ones(static_cast<size_t>(c.hidden_size), 1.0f);
+  auto gain = [&] {
+    bytes += c.hidden_size * 2;
+    return backend.upload(ones.data(), {c.hidden_size});
+  };
+  ModelWeights w;
+  w.embed_tokens = matrix(c.vocab_size, c.hidden_size);
+  bytes -= static_cast<int64_t>(w.embed_tokens.nbytes());  // only the looked-up rows are read
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    LayerWeights l;
+    l.input_norm = gain();
+    l.q_proj = matrix(c.q_size(), c.hidden_size);
+    l.k_proj = matrix(c.kv_size(), c.hidden_size);
+    l.v_proj = matrix(c.kv_size(), c.hidden_size);
+    l.o_proj = matrix(c.hidden_size, c.q_size());
+    l.post_attention_norm = gain();
+    l.gate_proj = matrix(c.intermediate_size, c.hidden_size);
+    l.up_proj = matrix(c.intermediate_size, c.hidden_size);
+    l.down_proj = matrix(c.hidden_size, c.intermediate_size);
+    w.layers.push_back(l);
+  }
+  w.final_norm = gain();
+  w.lm_head = matrix(c.vocab_size, c.hidden_size);
+  backend.synchronize();
+  *bytes_read = bytes;
+  return w;
+}
+
+int64_t parameter_count(const ModelConfig& c) {
+  const int64_t per_layer = c.hidden_size * (c.q_size() + 2 * c.kv_size()) +
+                            c.q_size() * c.hidden_size + 3 * c.hidden_size * c.intermediate_size +
+                            2 * c.hidden_size;
+  return c.num_hidden_layers * per_layer + 2 * c.vocab_size * c.hidden_size + c.hidden_size;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) values.push_back(std::stoll(item));
+  return values;
+}
+
+struct Options {
+  std::string mode;
+  std::vector<int64_t> batch_sizes = {1, 8, 32, 64, 128};
+  int64_t prompt = 128, new_tokens = 256, tokens = 2048;
+  std::string layout = "paged", json_path;
+};
+
+Options parse(int argc, char** argv) {
+  if (argc < 2)
+    fail("usage: servelab_bench_model decode|prefill [options] (see the file's header)");
+  Options o;
+  o.mode = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) fail("flag ", flag, " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--batch-sizes")
+      o.batch_sizes = parse_list(value);
+    else if (flag == "--prompt")
+      o.prompt = std::stoll(value);
+    else if (flag == "--new-tokens")
+      o.new_tokens = std::stoll(value);
+    else if (flag == "--tokens")
+      o.tokens = std::stoll(value);
+    else if (flag == "--layout")
+      o.layout = value;
+    else if (flag == "--json")
+      o.json_path = value;
+    else
+      fail("unknown flag ", flag);
+  }
+  if (o.mode != "decode" && o.mode != "prefill") fail("mode must be decode or prefill");
+  if (o.layout != "paged" && o.layout != "contiguous") fail("--layout is paged or contiguous");
+  return o;
+}
+
+struct DecodeResult {
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+/// One greedy run: prefill B prompts together, then new_tokens - 1 decode steps.
+DecodeResult run_decode(LlamaModel& model, int64_t batch_size, const Options& o, uint64_t seed) {
+  const ModelConfig& c = model.config();
+  const int64_t block_size = 16;
+  const int64_t context = o.prompt + o.new_tokens;
+  const int64_t blocks_per_seq = (context + block_size - 1) / block_size;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(c.vocab_size - 1));
+
+  PagedKvCache pool;
+  std::vector<ContiguousKvCache> caches;
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch_size));
+  if (o.layout == "paged") {
+    pool = model.new_paged_kv_cache(batch_size * blocks_per_seq, block_size);
+    std::vector<int32_t> order(static_cast<size_t>(batch_size * blocks_per_seq));
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+    std::shuffle(order.begin(), order.end(), rng);  // as a block manager would leave them
+    for (int64_t s = 0; s < batch_size; ++s) {
+      tables[s].assign(order.begin() + s * blocks_per_seq,
+                       order.begin() + (s + 1) * blocks_per_seq);
+    }
+  } else {
+    for (int64_t s = 0; s < batch_size; ++s) caches.push_back(model.new_kv_cache(context));
+  }
+  std::vector<ForwardSequence> batch(static_cast<size_t>(batch_size));
+  for (int64_t s = 0; s < batch_size; ++s) {
+    for (int64_t i = 0; i < o.prompt; ++i) batch[s].tokens.push_back(token(rng));
+    if (o.layout == "paged") {
+      batch[s].paged_cache = &pool;
+      batch[s].block_table = &tables[s];
+    } else {
+      batch[s].cache = &caches[s];
+    }
+  }
+  DecodeResult result;
+  auto start = std::chrono::steady_clock::now();
+  std::vector<int32_t> next = model.forward_greedy(batch);
+  result.prefill_seconds = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+  for (int64_t step = 1; step < o.new_tokens; ++step) {
+    for (int64_t s = 0; s < batch_size; ++s) {
+      batch[s].num_cached = o.prompt + step - 1;
+      batch[s].tokens = {next[s]};
+    }
+    next = model.forward_greedy(batch);
+  }
+  result.decode_seconds = seconds_since(start);
+  return result;
+}
+
+int run(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  CudaBackend backend(CudaBackendOptions{DType::kBF16});
+  const std::string device = backend.device_description();
+  std::fprintf(stderr, "[bench] %s\n[bench] making random Llama-3-8B-shaped bf16 weights...\n",
+               device.c_str());
+  ModelConfig config = llama3_8b_shape();
+  int64_t weight_bytes_read = 0;
+  LlamaModel model(config, random_weights(config, backend, &weight_bytes_read), backend);
+  const int64_t params = parameter_count(config);
+  nlohmann::json out = {{"device", device},
+                        {"model",
+                         {{"hidden", config.hidden_size},
+                          {"intermediate", config.intermediate_size},
+                          {"layers", config.num_hidden_layers},
+                          {"heads", config.num_attention_heads},
+                          {"kv_heads", config.num_key_value_heads},
+                          {"vocab", config.vocab_size},
+                          {"params", params},
+                          {"weight_bytes", params * 2},
+                          {"weight_bytes_read_per_step", weight_bytes_read}}}};
+
+  if (o.mode == "decode") {
+    out["layout"] = o.layout;
+    out["decode"] = nlohmann::json::array();
+    for (int64_t batch_size : o.batch_sizes) {
+      std::fprintf(stderr, "[bench] decode batch %lld: warm-up run...\n",
+                   static_cast<long long>(batch_size));
+      run_decode(model, batch_size, o, 1);
+      std::fprintf(stderr, "[bench] decode batch %lld: timed run...\n",
+                   static_cast<long long>(batch_size));
+      const DecodeResult r = run_decode(model, batch_size, o, 2);
+      const int64_t steps = o.new_tokens - 1;
+      const double ms_per_step = r.decode_seconds * 1e3 / static_cast<double>(steps);
+      // KV bytes of a decode step: all layers' keys and values of the context read, one token's
+      // written; the context grows from prompt + 1 to prompt + new_tokens - 1 (mean taken).
+      const double kv_per_token = 2.0 * config.num_hidden_layers * config.kv_size() * 2;
+      const double mean_context = o.prompt + o.new_tokens / 2.0;
+      const double bytes_per_step =
+          static_cast<double>(weight_bytes_read) + batch_size * (mean_context + 1) * kv_per_token;
+      const double tokens_per_s =
+          batch_size * o.new_tokens / (r.prefill_seconds + r.decode_seconds);
+      out["decode"].push_back({{"batch", batch_size},
+                               {"prompt", o.prompt},
+                               {"new_tokens", o.new_tokens},
+                               {"tokens_per_s", tokens_per_s},
+                               {"ms_per_step", ms_per_step},
+                               {"prefill_ms", r.prefill_seconds * 1e3},
+                               {"bytes_per_step", bytes_per_step},
+                               {"achieved_gbps", bytes_per_step / (ms_per_step * 1e-3) / 1e9}});
+      std::fprintf(stderr, "[bench]   %.1f tokens/s, %.3f ms/step, %.0f GB/s, prefill %.1f ms\n",
+                   tokens_per_s, ms_per_step, bytes_per_step / (ms_per_step * 1e-3) / 1e9,
+                   r.prefill_seconds * 1e3);
+    }
+  } else {
+    const int64_t t = o.tokens;
+    std::mt19937 rng(3);
+    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(config.vocab_size - 1));
+    std::vector<int32_t> prompt(static_cast<size_t>(t));
+    for (int32_t& id : prompt) id = token(rng);
+    const int64_t blocks = (t + 15) / 16;
+    std::vector<int32_t> table(static_cast<size_t>(blocks));
+    for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
+    PagedKvCache pool = model.new_paged_kv_cache(blocks, 16);
+    std::vector<double> times;
+    for (int repeat = 0; repeat < 4; ++repeat) {  // the first is a warm-up
+      ForwardSequence sequence{prompt};
+      sequence.paged_cache = &pool;
+      sequence.block_table = &table;
+      std::vector<ForwardSequence> batch = {sequence};
+      auto start = std::chrono::steady_clock::now();
+      model.forward_greedy(batch);
+      if (repeat > 0) times.push_back(seconds_since(start));
+      std::fprintf(stderr, "[bench] prefill %lld tokens: run %d %.1f ms\n",
+                   static_cast<long long>(t), repeat, seconds_since(start) * 1e3);
+    }
+    std::sort(times.begin(), times.end());
+    const double seconds = times[times.size() / 2];
+    // FLOPs: 2 per weight per token for the linear layers (the LM head only for the last token),
+    // plus causal attention: QKᵀ and PV, 2·T²/2·head_dim each, per head and layer.
+    const double linear = 2.0 * (params - 2 * config.vocab_size * config.hidden_size) * t +
+                          2.0 * config.vocab_size * config.hidden_size;
+    const double attention = 2.0 * 2.0 * (static_cast<double>(t) * t / 2.0) * config.head_dim *
+                             config.num_attention_heads * config.num_hidden_layers;
+    const double flops = linear + attention;
+    out["prefill"] = {{"tokens", t},
+                      {"ms", seconds * 1e3},
+                      {"tokens_per_s", t / seconds},
+                      {"flops", flops},
+                      {"tflops", flops / seconds / 1e12}};
+    std::fprintf(stderr, "[bench] prefill: %.1f ms, %.0f tokens/s, %.1f TFLOP/s\n", seconds * 1e3,
+                 t / seconds, flops / seconds / 1e12);
+  }
+  const std::string text = out.dump(2);
+  if (o.json_path.empty()) {
+    std::printf("%s\n", text.c_str());
+  } else {
+    std::ofstream(o.json_path) << text << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace servelab
+
+int main(int argc, char** argv) {
+  try {
+    return servelab::run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "servelab_bench_model: %s\n", error.what());
+    return 1;
+  }
+}
