@@ -17,7 +17,8 @@
 //   v1  one thread per element, scalar loads, one block per 256 elements.
 //   v2  (this) 16-byte vectors with a scalar tail, a grid-stride loop over a capped grid (a few
 //       waves of the GPU: fewer, longer-lived blocks, index math amortised).
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"

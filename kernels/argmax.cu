@@ -21,7 +21,8 @@
 //   v1  one thread per row: serial scan, a single SM for a batch of one.
 //   v2  one block per row, scalar loads, shared-memory tree reduction of (value, index).
 //   v3  (this) 16-byte vectors, warp-shuffle reduction, NaN and tie rules as a total order.
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 #include <limits>
 

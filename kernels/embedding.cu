@@ -13,7 +13,8 @@
 //   v2  (this) one block per row: the id is read once per block, the row is copied in 16-byte
 //       words (uint4: 8 bf16 or 4 fp32 per instruction) when aligned, narrower words otherwise
 //       (odd widths, offset pointers), so no alignment assumption is ever wrong.
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"

@@ -14,7 +14,8 @@
 //      issue 8x the memory instructions of the 16-byte version.
 //   v2 (this file) 16-byte units whenever the row (block) size is a multiple of 16 bytes and the
 //      pointers are aligned; the element copy remains as the fallback for odd sizes.
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"

@@ -20,7 +20,8 @@
 //   The faster versions are other files: PagedAttention decode (paged_attention.cu: one block per
 //   KV head reads each key once for its whole query group, online softmax, any length) and the
 //   tiled prefill (prefill_attention.cu).
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"

@@ -23,7 +23,8 @@
 //   v3  (this) 16-byte vectors; a warp per row for small hidden sizes (a 320-wide row leaves most
 //       of a 256-thread block idle), residual add fused in (saves a kernel and a round trip of
 //       the residual stream through DRAM).
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"

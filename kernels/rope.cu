@@ -28,7 +28,8 @@
 //   v2  (this) one block per token, a shared cos/sin table in double-precision sincos, 16-byte
 //       vectors (8 bf16 pairs per thread) when half the head is a multiple of the vector width
 //       (head_dim 64, 128), narrower vectors otherwise (head_dim 40 -> 4 at a time).
-// measured: (filled in from benchmarks/results)
+// measured: not measured separately yet; see
+//   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"
