@@ -508,8 +508,7 @@ __global__ void __launch_bounds__(kSplitThreads) paged_decode_split_kernel(Split
     }
     const int head = first_head + h;
     if (num_partitions == 1) {  // the whole context was this block's: finish here, skip the merge
-      static_cast<T*>(params.out)[(row * params.num_heads + head) * head_dim + d] =
-          from_float<T>(value / total);
+      out[(row * params.num_heads + head) * head_dim + d] = from_float<T>(value / total);
     } else {
       const int64_t index =
           (static_cast<int64_t>(seq) * params.num_heads + head) * params.max_partitions + partition;
@@ -686,25 +685,28 @@ int auto_partition_limit(int num_seqs, int max_context_len, const HeadShape& hea
 // and a partition count that leaves the last wave half empty wastes half a wave: for 16 sequences
 // of 8 KV heads at 2048 tokens on an H100 (3 blocks per SM, 396 resident), 256-token partitions
 // make 1024 blocks, 2.6 waves rounded up to 3, while 688-token ones make 384 blocks, one wave.
-// So: try every partition count n up to `limit`, with partitions of ceil(max_context_len / n)
-// tokens rounded up to whole cache blocks, and keep the cheapest (the larger on a tie).
+// For a given number of waves w the best size is the smallest whose blocks still fit in w waves,
+// so only kAutoMaxWaves candidates need a look; sizes are whole cache blocks, at least
+// kSmallestAutoPartition tokens, and cut the context into at most `limit` partitions.
 int choose_partition_size(int max_context_len, int block_size, int64_t blocks_per_index,
                           int64_t resident, int tokens_per_step, int limit) {
   const int64_t context = std::max(max_context_len, 1);
-  int best_size = static_cast<int>(ceil_div(context, block_size) * block_size);
-  int64_t best_cost = INT64_MAX;
-  for (int n = 1; n <= limit; ++n) {
-    const int size = static_cast<int>(ceil_div(ceil_div(context, n), block_size) * block_size);
-    if (n > 1 && size < kSmallestAutoPartition) break;
+  const int64_t smallest = ceil_div(kSmallestAutoPartition, block_size) * block_size;
+  int64_t best_size = 0, best_cost = INT64_MAX;
+  for (int waves = 1; waves <= kAutoMaxWaves; ++waves) {
+    const int64_t partitions_wanted =
+        std::clamp<int64_t>(waves * resident / std::max<int64_t>(1, blocks_per_index), 1, limit);
+    const int64_t size =
+        std::max(smallest, ceil_div(ceil_div(context, partitions_wanted), block_size) * block_size);
     const int64_t partitions = ceil_div(context, size);
-    const int64_t waves = ceil_div(blocks_per_index * partitions, std::max<int64_t>(1, resident));
-    const int64_t cost = waves * (ceil_div(size, tokens_per_step) + kAutoOverheadSteps);
+    const int64_t cost = ceil_div(blocks_per_index * partitions, std::max<int64_t>(1, resident)) *
+                         (ceil_div(size, tokens_per_step) + kAutoOverheadSteps);
     if (cost < best_cost) {
       best_cost = cost;
       best_size = size;
     }
   }
-  return best_size;
+  return static_cast<int>(best_size);
 }
 
 int64_t split_workspace_bytes(int num_seqs, int max_partitions, const HeadShape& heads) {

@@ -88,6 +88,7 @@ uint16_t float_to_fp16(float value) {
 }
 
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t count) {
+  if (count == 0) return;  // empty tensors may have null pointers, which memcpy must not see
   const auto* bytes = static_cast<const unsigned char*>(src);
   switch (dtype) {
     case DType::kF32:

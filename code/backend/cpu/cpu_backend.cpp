@@ -54,7 +54,7 @@ Tensor CpuBackend::upload(const void* host, DType host_dtype, const Shape& shape
   Tensor tensor = allocate(shape, dtype);
   if (dtype == DType::kI32) {
     if (host_dtype != DType::kI32) fail("cpu backend: I32 tensors come from I32 data");
-    std::memcpy(tensor.data(), host, tensor.nbytes());
+    if (tensor.nbytes() > 0) std::memcpy(tensor.data(), host, tensor.nbytes());  // host may be null
   } else {
     // The CPU computes in fp32: half-precision weights are widened once, here.
     convert_to_f32(host_dtype, host, tensor.f32(), static_cast<size_t>(tensor.numel()));

@@ -57,7 +57,7 @@ std::vector<uint8_t> to_bytes(const void* host, DType host_dtype, int64_t count,
   std::vector<uint8_t> bytes(static_cast<size_t>(count) * dtype_size(dtype));
   if (dtype == DType::kI32 || host_dtype == dtype) {
     if (host_dtype != dtype) fail("cuda backend: I32 tensors come from I32 data");
-    std::memcpy(bytes.data(), host, bytes.size());
+    if (!bytes.empty()) std::memcpy(bytes.data(), host, bytes.size());  // host may be null
     return bytes;
   }
   if (host_dtype == DType::kI32)
