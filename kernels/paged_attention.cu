@@ -43,6 +43,10 @@
 //   128 x 8192        15,222 us, 282 GB/s     1,752 us, 2,453 GB/s, 81%     1,413 us
 //   v1 is the teaching version; v2 is what the backend runs. At batch >= 16 and context >= 2048
 //   v2 reaches 62-81% of the copy bandwidth and takes 1.21-1.36x SDPA's time (floor: 75%, 1.00x).
+//   Tried and not kept: a grid with the KV head varying fastest (neighbouring blocks reading a
+//   token's whole cache row together). Same H100, same day: better at batch 16 (70-81% of copy
+//   bandwidth, 1.13-1.20x SDPA at context >= 2048) but far worse at batch 64-128 (27-53%,
+//   1.9-3.6x SDPA), so the partition-fastest order stays.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
