@@ -4,47 +4,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "backend/cpu/cpu_backend.h"
+#include "model/fixture_reference.h"
 #include "model/llama_model.h"
 #include "model/safetensors.h"
 #include "test_paths.h"
 
 namespace servelab {
 namespace {
-
-struct ReferencePrompt {
-  std::string text;
-  std::vector<int32_t> token_ids;
-  std::vector<int32_t> greedy_token_ids;
-};
-
-std::vector<ReferencePrompt> read_reference(const std::string& fixture) {
-  std::ifstream in(testing::fixture_path(fixture + "/reference.json"));
-  EXPECT_TRUE(in.good()) << fixture;
-  nlohmann::json json = nlohmann::json::parse(in);
-  std::vector<ReferencePrompt> prompts;
-  for (const auto& entry : json["prompts"]) {
-    prompts.push_back({entry["text"].get<std::string>(),
-                       entry["token_ids"].get<std::vector<int32_t>>(),
-                       entry["greedy_token_ids"].get<std::vector<int32_t>>()});
-  }
-  return prompts;
-}
-
-int32_t argmax(const float* row, int64_t size) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < size; ++i) {
-    if (row[i] > row[best]) best = i;
-  }
-  return static_cast<int32_t>(best);
-}
 
 // Checks `actual` [rows, vocab] against HF's logits with |a - r| <= 1e-4 * (1 + |r|).
 void expect_logits_match(const float* actual, const SafetensorsTensor& reference, int64_t rows,
@@ -70,7 +41,7 @@ class HfFixture : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     model_ = std::make_unique<LlamaModel>(
         LlamaModel::load(testing::fixture_model_dir(GetParam()), backend_));
-    prompts_ = read_reference(GetParam());
+    prompts_ = testing::read_reference(GetParam());
     logits_ = std::make_unique<SafetensorsFile>(
         testing::fixture_path(GetParam() + "/reference_logits.safetensors"));
   }
@@ -92,7 +63,7 @@ class HfFixture : public ::testing::TestWithParam<std::string> {
     for (int step = 0; step < steps; ++step) {
       Tensor logits = model_->forward(batch);
       for (size_t i = 0; i < which.size(); ++i) {
-        int32_t token = argmax(logits.f32() + i * vocab, vocab);
+        int32_t token = testing::top_k_ids(logits.f32() + i * vocab, vocab, 1)[0];
         generated[i].push_back(token);
         batch[i].tokens = {token};
       }
@@ -102,7 +73,7 @@ class HfFixture : public ::testing::TestWithParam<std::string> {
 
   CpuBackend backend_;
   std::unique_ptr<LlamaModel> model_;
-  std::vector<ReferencePrompt> prompts_;
+  std::vector<testing::ReferencePrompt> prompts_;
   std::unique_ptr<SafetensorsFile> logits_;
 };
 
@@ -176,13 +147,7 @@ TEST_P(HfFixture, GreedyTokensMatchTransformersWhenAllPromptsShareOneBatch) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture,
                          ::testing::Values("llama-mha", "llama-gqa-llama3-tied", "qwen2-bias",
                                            "llama-linear-sharded", "embedded"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           for (char& c : name) {
-                             if (c == '-') c = '_';
-                           }
-                           return name;
-                         });
+                         [](const auto& info) { return testing::fixture_test_name(info.param); });
 
 }  // namespace
 }  // namespace servelab
