@@ -146,6 +146,13 @@ class Backend {
   virtual void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq) = 0;
   /// The same with host positions and frequencies (uploaded first).
   void rope(Tensor& x, const std::vector<int64_t>& positions, const std::vector<float>& inv_freq);
+  /// RoPE on a step's queries and keys, which share positions and frequencies. The default
+  /// rotates one then the other; the CUDA backend does both in one launch.
+  virtual void rope_queries_and_keys(Tensor& queries, Tensor& keys, const Tensor& positions,
+                                     const Tensor& inv_freq) {
+    rope(queries, positions, inv_freq);
+    rope(keys, positions, inv_freq);
+  }
 
   /// out = silu(gate) * up, element-wise; silu(g) = g / (1 + exp(-g)).
   /// @param gate [rows, n]   @param up [rows, n]   @param out [rows, n] (may alias gate)

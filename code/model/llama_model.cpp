@@ -196,8 +196,7 @@ Tensor LlamaModel::forward_ops(const Step& step) {
     ops.linear(normed, w.q_proj, w.q_bias, queries);
     ops.linear(normed, w.k_proj, w.k_bias, keys);
     ops.linear(normed, w.v_proj, w.v_bias, values);
-    ops.rope(queries_by_head, step.positions, inv_freq_device_);
-    ops.rope(keys_by_head, step.positions, inv_freq_device_);
+    ops.rope_queries_and_keys(queries_by_head, keys_by_head, step.positions, inv_freq_device_);
     // Attention is the one op that must see sequence boundaries: each sequence's new keys and
     // values go into its cache, then its queries attend to that cache only.
     ops.attention(queries_by_head, keys_by_head, values_by_head, step, layer, attention_out);

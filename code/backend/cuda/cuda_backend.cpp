@@ -511,14 +511,29 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bi
 }
 
 void CudaBackend::rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
-  require(
-      x.ndim() == 3 && positions.dtype() == DType::kI32 && positions.numel() == x.dim(0), "rope",
-      "x " + shape_string(x.shape()) + " with " + std::to_string(positions.numel()) + " positions");
-  require(inv_freq.dtype() == DType::kF32 && 2 * inv_freq.numel() == x.dim(2), "rope",
+  Tensor no_keys;
+  rope_queries_and_keys(x, no_keys, positions, inv_freq);
+}
+
+void CudaBackend::rope_queries_and_keys(Tensor& queries, Tensor& keys, const Tensor& positions,
+                                        const Tensor& inv_freq) {
+  const bool with_keys = keys.defined() && keys.numel() > 0;
+  require(queries.ndim() == 3 && positions.dtype() == DType::kI32 &&
+              positions.numel() == queries.dim(0),
+          "rope",
+          "x " + shape_string(queries.shape()) + " with " + std::to_string(positions.numel()) +
+              " positions");
+  require(inv_freq.dtype() == DType::kF32 && 2 * inv_freq.numel() == queries.dim(2), "rope",
           "needs head_dim / 2 F32 frequencies");
-  kernels::rope(x.dtype(), x.data(), static_cast<int>(x.dim(1)), nullptr, 0,
-                static_cast<int>(x.dim(2)), static_cast<const int32_t*>(positions.data()),
-                static_cast<const float*>(inv_freq.data()), x.dim(0), stream_);
+  if (with_keys) {
+    require(keys.ndim() == 3 && keys.dim(0) == queries.dim(0) && keys.dim(2) == queries.dim(2),
+            "rope", "keys " + shape_string(keys.shape()) + " do not match the queries");
+    require_same_dtype(queries, keys, "rope");
+  }
+  kernels::rope(queries.dtype(), queries.data(), static_cast<int>(queries.dim(1)),
+                with_keys ? keys.data() : nullptr, with_keys ? static_cast<int>(keys.dim(1)) : 0,
+                static_cast<int>(queries.dim(2)), static_cast<const int32_t*>(positions.data()),
+                static_cast<const float*>(inv_freq.data()), queries.dim(0), stream_);
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {

@@ -87,6 +87,8 @@ class CudaBackend : public Backend {
                     Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) override;
   void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq) override;
+  void rope_queries_and_keys(Tensor& queries, Tensor& keys, const Tensor& positions,
+                             const Tensor& inv_freq) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void add(Tensor& x, const Tensor& y) override;
   void attention(const Tensor& queries, const Tensor& keys, const Tensor& values, const Step& step,
