@@ -130,7 +130,7 @@ void naive_attention(DType dtype, const void* queries, const void* const* key_ca
                      const void* const* value_caches, const PackedBatch& batch,
                      const HeadShape& heads, void* out, cudaStream_t stream);
 
-// kv_cache.cu -- paged cache writes and block copies.
+// kv_cache.cu -- paged cache writes, block copies and block swaps.
 
 /// Writes token t's key and value into slot slot_mapping[t] of the paged cache (slot < 0: skip,
 /// a padding token).
@@ -144,6 +144,21 @@ void write_paged_kv(DType dtype, const void* keys, const void* values, const int
 /// @param pairs [2 * num_pairs], device
 void copy_blocks(DType dtype, void* const* key_caches, void* const* value_caches, int num_layers,
                  const int32_t* pairs, int num_pairs, int64_t block_elements, cudaStream_t stream);
+
+/// Copies whole blocks of one layer from one pool to another (swap-out: device -> pinned host;
+/// swap-in: pinned host -> device), keys and values, in one launch: for each pair i, block
+/// pairs[2i] of the source is copied to block pairs[2i + 1] of the destination. Host memory is
+/// read or written by the kernel itself over the host link (zero-copy), so it must be page-locked
+/// and mapped: pass the pointer cudaPointerGetAttributes gives as devicePointer (with unified
+/// addressing, the host pointer of cudaHostAlloc memory). No pair may read a block another pair
+/// writes. Any block size works; blocks of a multiple of 16 bytes move in 16-byte units.
+/// @param key_source, value_source [source_blocks, block_size, num_kv_heads, head_dim]
+/// @param key_destination, value_destination [destination_blocks, block_size, num_kv_heads,
+///        head_dim]; device memory or mapped pinned host memory, any of the four
+/// @param pairs [2 * num_pairs] int32, device memory
+void swap_blocks(DType dtype, const void* key_source, const void* value_source,
+                 void* key_destination, void* value_destination, const int32_t* pairs,
+                 int num_pairs, int64_t block_elements, cudaStream_t stream);
 
 // paged_attention.cu -- PagedAttention decode: one new token per sequence.
 

@@ -1,21 +1,39 @@
-// The paged KV cache's two data movers: write_paged_kv stores each new token's key and value row
-// in the slot the block manager gave it, and copy_blocks duplicates whole blocks in every layer
-// (copy-on-write when two sequences that share a block diverge). Neither computes anything; both
-// are bandwidth-bound copies, so the whole design is about moving bytes in wide, coalesced units.
+// The paged KV cache's data movers: write_paged_kv stores each new token's key and value row in
+// the slot the block manager gave it, copy_blocks duplicates whole blocks in every layer
+// (copy-on-write when two sequences that share a block diverge), and swap_blocks moves whole
+// blocks of one layer between the device pool and the pinned host pool (swap-out and swap-in,
+// preemption by swapping). None computes anything; all are bandwidth-bound copies, so the whole
+// design is about moving bytes in wide, coalesced units.
 //
 // Design: a copy does not care what the bytes mean, so each kernel is templated on the *unit* it
 // moves (16-byte uint4 when sizes and alignment allow, else the element itself) rather than on
-// the dtype. One thread block per token (write_paged_kv) or per (block pair, layer) (copy_blocks);
-// its threads walk the row with a stride of blockDim, so consecutive threads touch consecutive
-// 16-byte units: every warp load and store is a full, coalesced 512-byte transaction.
+// the dtype. One thread block per token (write_paged_kv), per (block pair, layer) (copy_blocks) or
+// per (16 KiB chunk of a block pair, keys/values) (swap_blocks); its threads walk the row with a
+// stride of blockDim, so consecutive threads touch consecutive 16-byte units: every warp load and
+// store is a full, coalesced 512-byte transaction.
 //
-// Ladder:
+// Ladder (write_paged_kv, copy_blocks):
 //   v1 element-wise copy, one thread per element: coalesced but 2-byte accesses for fp16/bf16
 //      issue 8x the memory instructions of the 16-byte version.
 //   v2 (this file) 16-byte units whenever the row (block) size is a multiple of 16 bytes and the
 //      pointers are aligned; the element copy remains as the fallback for odd sizes.
 // measured: not measured separately yet; see
 //   benchmarks/results/2026-11-22-h100-80gb-hbm3.md for whole-step numbers
+//
+// Ladder (swap_blocks, device <-> pinned host; the CUDA backend can still run v1, see
+// CudaBackendOptions::swap_copy and SERVELAB_SWAP_COPY):
+//   v1 no kernel: one cudaMemcpyAsync per run of consecutive blocks, per layer, per keys/values
+//      (CudaBackend::swap_blocks). Each call costs microseconds of driver work and DMA set-up, so
+//      shuffled small blocks (32 KiB per layer per keys/values at block size 16: 8192 calls per
+//      GiB) reach a fifth of the host link; consecutive blocks reach the link.
+//   v2 (this file) zero-copy kernel, one launch per layer (so the per-layer swap events stay):
+//      the pinned host pool is mapped into the device's address space (unified addressing), so
+//      the kernel's threads read or write host memory themselves over the link, 16 bytes each,
+//      with every block pair of the layer in flight at once. Each thread issues kSwapUnroll
+//      loads before its stores, so enough requests are outstanding to cover the link's latency
+//      on swap-in (reads from the host); swap-out's stores to the host are posted writes.
+//      Block bytes that are not a multiple of 16 fall back to element units (correct, slower).
+// measured: (filled in from benchmarks/results)
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"
@@ -25,6 +43,11 @@ namespace servelab::kernels {
 namespace {
 
 constexpr int kCopyThreads = 256;
+// swap_blocks: each thread moves kSwapUnroll units per round (all loads, then all stores), and a
+// thread block moves one chunk of kSwapChunkUnits units of a block (16 KiB in uint4 units), so a
+// large block is spread over several thread blocks and even a few pairs fill the GPU.
+constexpr int kSwapUnroll = 4;
+constexpr int64_t kSwapChunkUnits = int64_t{kCopyThreads} * kSwapUnroll;
 
 bool aligned_16(const void* pointer) {
   return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
@@ -70,6 +93,41 @@ __global__ void __launch_bounds__(kCopyThreads)
   for (int64_t i = threadIdx.x; i < block_units; i += blockDim.x) {
     key_to[i] = key_from[i];
     value_to[i] = value_from[i];
+  }
+}
+
+// For chunk blockIdx.x % chunks_per_block of pair blockIdx.x / chunks_per_block, keys
+// (blockIdx.y == 0) or values (1): block pairs[2i] of the source layer -> block pairs[2i + 1] of
+// the destination layer. Each block is [block_units] units. Either side may be mapped pinned
+// host memory: the loads and stores then cross the host link. The pairs never read a block that
+// another pair writes (the backend checks), so no load can see a store of this launch.
+template <typename Unit>
+__global__ void __launch_bounds__(kCopyThreads)
+    swap_blocks_kernel(const Unit* key_source, const Unit* value_source, Unit* key_destination,
+                       Unit* value_destination, const int32_t* __restrict__ pairs,
+                       int64_t block_units, int chunks_per_block) {
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) / chunks_per_block;
+  const int64_t chunk = static_cast<int64_t>(blockIdx.x) % chunks_per_block;
+  const int64_t source = pairs[2 * pair];
+  const int64_t destination = pairs[2 * pair + 1];
+  if (source < 0 || destination < 0) return;  // never index before the pool
+  const bool values = blockIdx.y == 1;
+  const Unit* from = (values ? value_source : key_source) + source * block_units;
+  Unit* to = (values ? value_destination : key_destination) + destination * block_units;
+  const int64_t begin = chunk * kSwapChunkUnits;
+  const int64_t end = begin + kSwapChunkUnits < block_units ? begin + kSwapChunkUnits : block_units;
+  for (int64_t first = begin + threadIdx.x; first < end; first += kSwapChunkUnits) {
+    Unit buffer[kSwapUnroll];
+#pragma unroll
+    for (int u = 0; u < kSwapUnroll; ++u) {
+      const int64_t i = first + int64_t{u} * kCopyThreads;
+      if (i < end) buffer[u] = from[i];
+    }
+#pragma unroll
+    for (int u = 0; u < kSwapUnroll; ++u) {
+      const int64_t i = first + int64_t{u} * kCopyThreads;
+      if (i < end) to[i] = buffer[u];
+    }
   }
 }
 
@@ -161,6 +219,41 @@ void copy_blocks(DType dtype, void* const* key_caches, void* const* value_caches
         key_caches, value_caches, pairs, block_bytes / static_cast<int64_t>(sizeof(Unit)));
   });
   SERVELAB_CHECK_LAUNCH("copy_blocks");
+}
+
+void swap_blocks(DType dtype, const void* key_source, const void* value_source,
+                 void* key_destination, void* value_destination, const int32_t* pairs,
+                 int num_pairs, int64_t block_elements, cudaStream_t stream) {
+  require_float_dtype(dtype, "swap_blocks");
+  if (num_pairs < 0) fail("swap_blocks: num_pairs is ", num_pairs, ", expected >= 0");
+  if (block_elements <= 0) {
+    fail("swap_blocks: block_elements is ", block_elements,
+         ", expected block_size * num_kv_heads * head_dim > 0");
+  }
+  if (num_pairs == 0) return;
+  if (key_source == nullptr || value_source == nullptr || key_destination == nullptr ||
+      value_destination == nullptr || pairs == nullptr) {
+    fail("swap_blocks: the four caches and pairs must be device-accessible pointers");
+  }
+  const int64_t block_bytes = block_elements * static_cast<int64_t>(dtype_size(dtype));
+  const bool aligned = aligned_16(key_source) && aligned_16(value_source) &&
+                       aligned_16(key_destination) && aligned_16(value_destination);
+  dispatch_copy_unit(dtype, block_bytes, aligned, "swap_blocks", [&](auto unit) {
+    using Unit = decltype(unit);
+    const int64_t block_units = block_bytes / static_cast<int64_t>(sizeof(Unit));
+    const int64_t chunks_per_block = (block_units + kSwapChunkUnits - 1) / kSwapChunkUnits;
+    const int64_t num_chunks = chunks_per_block * num_pairs;
+    if (num_chunks > INT32_MAX) {
+      fail("swap_blocks: ", num_pairs, " pairs of ", block_bytes, "-byte blocks make ", num_chunks,
+           " thread blocks, more than one launch holds (2^31 - 1); split the call");
+    }
+    const dim3 grid(static_cast<unsigned>(num_chunks), 2);
+    swap_blocks_kernel<Unit><<<grid, kCopyThreads, 0, stream>>>(
+        static_cast<const Unit*>(key_source), static_cast<const Unit*>(value_source),
+        static_cast<Unit*>(key_destination), static_cast<Unit*>(value_destination), pairs,
+        block_units, static_cast<int>(chunks_per_block));
+  });
+  SERVELAB_CHECK_LAUNCH("swap_blocks");
 }
 
 }  // namespace servelab::kernels

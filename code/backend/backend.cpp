@@ -1,5 +1,10 @@
 #include "backend/backend.h"
 
+#include <unistd.h>
+
+#include <cstring>
+
+#include "backend/block_transfer_checks.h"
 #include "common/error.h"
 
 namespace servelab {
@@ -40,6 +45,98 @@ PagedKvCache Backend::allocate_paged_kv_cache(int64_t num_layers, int64_t num_bl
     cache.values.push_back(allocate({num_blocks, block_size, num_kv_heads, head_dim}));
   }
   return cache;
+}
+
+Tensor Backend::allocate_host_pinned(const Shape& shape, DType dtype) {
+  // Plain host memory: a backend whose device is the CPU has no faster kind to offer.
+  return Tensor::zeros(shape, dtype);
+}
+
+PagedKvCache Backend::allocate_host_paged_kv_cache(int64_t num_layers, int64_t num_blocks,
+                                                   int64_t block_size, int64_t num_kv_heads,
+                                                   int64_t head_dim, DType dtype) {
+  if (num_layers <= 0 || num_blocks <= 0 || block_size <= 0 || num_kv_heads <= 0 || head_dim <= 0) {
+    fail("host paged KV cache sizes must be positive: layers ", num_layers, ", blocks ", num_blocks,
+         ", block size ", block_size, ", kv heads ", num_kv_heads, ", head_dim ", head_dim);
+  }
+  PagedKvCache cache;
+  cache.num_blocks = num_blocks;
+  cache.block_size = block_size;
+  cache.num_kv_heads = num_kv_heads;
+  cache.head_dim = head_dim;
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    cache.keys.push_back(
+        allocate_host_pinned({num_blocks, block_size, num_kv_heads, head_dim}, dtype));
+    cache.values.push_back(
+        allocate_host_pinned({num_blocks, block_size, num_kv_heads, head_dim}, dtype));
+  }
+  return cache;
+}
+
+Backend::MemoryInfo Backend::memory_info() const {
+  // The CPU's "device memory" is the machine's RAM. Available pages are those free right now
+  // (the kernel's MemFree: page cache not counted), a cautious figure for sizing a pool.
+  const long page = sysconf(_SC_PAGESIZE);
+  const long total_pages = sysconf(_SC_PHYS_PAGES);
+  const long free_pages = sysconf(_SC_AVPHYS_PAGES);
+  if (page <= 0 || total_pages <= 0 || free_pages < 0) {
+    fail("memory_info: sysconf cannot tell this machine's memory size (page size ", page,
+         ", pages ", total_pages, ", available ", free_pages, ")");
+  }
+  MemoryInfo info;
+  info.total_bytes = static_cast<int64_t>(total_pages) * page;
+  info.free_bytes = static_cast<int64_t>(free_pages) * page;
+  return info;
+}
+
+namespace {
+
+/// Host block copies need host memory: a cache on a device belongs to that device's backend.
+void require_host_cache(const PagedKvCache& cache, const char* op, const char* which) {
+  if (cache.keys.front().device() != Device::kCpu) {
+    fail(op, ": the ", which,
+         " cache is in GPU memory; this backend copies host memory only (use the backend that "
+         "allocated the cache)");
+  }
+}
+
+/// Copies whole blocks, every layer, keys and values, with memcpy, one pair after the other.
+void copy_host_blocks(const PagedKvCache& source, PagedKvCache& destination,
+                      const Backend::BlockPairs& pairs, int64_t block_bytes) {
+  for (size_t layer = 0; layer < source.keys.size(); ++layer) {
+    const Tensor* from[2] = {&source.keys[layer], &source.values[layer]};
+    Tensor* to[2] = {&destination.keys[layer], &destination.values[layer]};
+    for (int kind = 0; kind < 2; ++kind) {
+      const auto* source_bytes = static_cast<const char*>(from[kind]->data());
+      auto* destination_bytes = static_cast<char*>(to[kind]->data());
+      for (const auto& [source_block, destination_block] : pairs) {
+        if (source_block == destination_block && &source == &destination) continue;
+        std::memcpy(destination_bytes + destination_block * block_bytes,
+                    source_bytes + source_block * block_bytes, static_cast<size_t>(block_bytes));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Backend::copy_blocks(PagedKvCache& cache, const BlockPairs& pairs) {
+  const int64_t block_bytes = check_paged_cache(cache, "copy_blocks", "paged");
+  require_host_cache(cache, "copy_blocks", "paged");
+  check_block_pairs(pairs, cache.num_blocks, cache.num_blocks, /*same_pool=*/true, "copy_blocks");
+  copy_host_blocks(cache, cache, pairs, block_bytes);
+}
+
+void Backend::swap_blocks(const PagedKvCache& source, PagedKvCache& destination,
+                          const BlockPairs& pairs) {
+  const int64_t block_bytes = check_paged_cache(source, "swap_blocks", "source");
+  check_paged_cache(destination, "swap_blocks", "destination");
+  check_same_block_kind(source, destination, "swap_blocks");
+  require_host_cache(source, "swap_blocks", "source");
+  require_host_cache(destination, "swap_blocks", "destination");
+  check_block_pairs(pairs, source.num_blocks, destination.num_blocks, &source == &destination,
+                    "swap_blocks");
+  copy_host_blocks(source, destination, pairs, block_bytes);
 }
 
 void Backend::embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {

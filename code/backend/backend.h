@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/tensor.h"
@@ -105,6 +106,37 @@ class Backend {
   /// A zeroed paged KV cache of `num_blocks` blocks per layer.
   PagedKvCache allocate_paged_kv_cache(int64_t num_layers, int64_t num_blocks, int64_t block_size,
                                        int64_t num_kv_heads, int64_t head_dim);
+  /// A zero-filled tensor in host memory that this backend's device copies to and from at full
+  /// link speed: pinned (page-locked) memory on CUDA, ordinary memory on the CPU. The swap space
+  /// of the paged KV cache lives in such tensors.
+  virtual Tensor allocate_host_pinned(const Shape& shape, DType dtype);
+  /// A paged KV cache like allocate_paged_kv_cache, in allocate_host_pinned memory.
+  PagedKvCache allocate_host_paged_kv_cache(int64_t num_layers, int64_t num_blocks,
+                                            int64_t block_size, int64_t num_kv_heads,
+                                            int64_t head_dim, DType dtype);
+  /// Free and total bytes of the device's memory (for sizing the KV pool from a memory fraction).
+  struct MemoryInfo {
+    int64_t free_bytes = 0;
+    int64_t total_bytes = 0;
+  };
+  virtual MemoryInfo memory_info() const;
+
+  // ---- KV block movement (the cache engine executes the block manager's plans with these) ----
+  /// (source block, destination block) pairs. In one call no block may be written twice and, in
+  /// one pool, no block may be both written by one pair and read by another (the pairs are copied
+  /// as if all at once); such pairs, and indices outside a pool, throw servelab::Error.
+  using BlockPairs = std::vector<std::pair<int32_t, int32_t>>;
+  /// Copies whole blocks inside one paged cache, every layer, keys and values (copy-on-write).
+  /// Ordered with the forward calls: the next step sees the copies.
+  virtual void copy_blocks(PagedKvCache& cache, const BlockPairs& pairs);
+  /// Copies whole blocks from one paged cache to another of the same shape and dtype, every
+  /// layer, keys and values: device to host (swap out) or host to device (swap in). The CUDA
+  /// backend copies on a stream of its own, layer by layer, and makes the next forward's
+  /// attention of layer l wait only for layer l's copies; the CPU backend copies at once.
+  virtual void swap_blocks(const PagedKvCache& source, PagedKvCache& destination,
+                           const BlockPairs& pairs);
+  /// Waits until every copy issued so far has finished (tests, benchmarks, shutdown).
+  virtual void synchronize() {}
 
   // ---- one forward call ---------------------------------------------------------------------
   /// Uploads a step's layout; starts a new forward call (scratch memory is recycled).

@@ -4,10 +4,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 
+#include "backend/block_transfer_checks.h"
 #include "common/error.h"
 #include "kernels/kernels.h"
 
@@ -34,6 +36,8 @@ namespace {
 constexpr size_t kAlignment = 256;
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 constexpr size_t kStagingBytes = 16u << 20;
+// At most this many swap-pair upload slots; past it the swap stream is drained and they restart.
+constexpr size_t kMaxSwapPairsSlots = 4;
 
 size_t align_up(size_t value, size_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
@@ -74,6 +78,18 @@ std::vector<uint8_t> to_bytes(const void* host, DType host_dtype, int64_t count,
     }
   }
   return bytes;
+}
+
+/// The swap path a backend uses: the option if given, else SERVELAB_SWAP_COPY, else the kernel.
+SwapCopy resolve_swap_copy(SwapCopy requested) {
+  if (requested != SwapCopy::kDefault) return requested;
+  const char* value = std::getenv("SERVELAB_SWAP_COPY");
+  if (value == nullptr || *value == '\0') return SwapCopy::kKernel;
+  const std::string text(value);
+  if (text == "kernel") return SwapCopy::kKernel;
+  if (text == "memcpy") return SwapCopy::kMemcpy;
+  fail("the environment variable SERVELAB_SWAP_COPY is '", text,
+       "'; expected 'memcpy' or 'kernel' (or leave it unset for the kernel)");
 }
 
 /// What a step keeps on the device besides the Step's own tensors.
@@ -177,6 +193,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   }
   const char* graphs = std::getenv("SERVELAB_CUDA_GRAPHS");
   if (graphs != nullptr && std::string(graphs) == "0") options_.use_graphs = false;
+  options_.swap_copy = resolve_swap_copy(options_.swap_copy);  // the environment is read once
   CUDA_CHECK(cudaSetDevice(options_.device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -187,11 +204,24 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   // fp32 stays fp32 (no TF32), and half-precision GEMMs reduce in fp32.
   CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
   CUDA_CHECK(cudaMallocHost(&staging_, kStagingBytes));
+  // Swaps get a stream of their own so that they overlap with the forward; non-blocking, so that
+  // nothing on the legacy default stream orders it behind unrelated work.
+  CUDA_CHECK(cudaStreamCreateWithFlags(&swap_stream_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&compute_point_, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&copy_staging_free_, cudaEventDisableTiming));
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (swap_stream_ != nullptr) cudaStreamSynchronize(swap_stream_);
   graphs_.clear();
+  for (cudaEvent_t event : layer_swapped_) cudaEventDestroy(event);
+  if (compute_point_ != nullptr) cudaEventDestroy(compute_point_);
+  if (copy_staging_free_ != nullptr) cudaEventDestroy(copy_staging_free_);
+  if (copy_staging_ != nullptr) cudaFreeHost(copy_staging_);
+  if (copy_arguments_ != nullptr) cudaFree(copy_arguments_);
+  release_swap_pairs_slots();
+  if (swap_stream_ != nullptr) cudaStreamDestroy(swap_stream_);
   if (metadata_ != nullptr) cudaFree(metadata_);
   if (staging_ != nullptr) cudaFreeHost(staging_);
   if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -236,6 +266,7 @@ Tensor CudaBackend::upload(const void* host, DType host_dtype, const Shape& shap
 
 Tensor CudaBackend::to_host(const Tensor& tensor) {
   check_device_tensor(tensor, "to_host input");
+  wait_for_swaps(-1);  // the tensor may be a pool that swaps are writing
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::vector<uint8_t> bytes(tensor.nbytes());
   CUDA_CHECK(cudaMemcpy(bytes.data(), tensor.data(), bytes.size(), cudaMemcpyDeviceToHost));
@@ -251,6 +282,285 @@ Tensor CudaBackend::to_host(const Tensor& tensor) {
 
 void CudaBackend::synchronize() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaStreamSynchronize(swap_stream_));
+  // Every swap has finished: nothing is left for the compute stream to wait for.
+  std::fill(layer_swap_pending_.begin(), layer_swap_pending_.end(), false);
+}
+
+Tensor CudaBackend::allocate_host_pinned(const Shape& shape, DType dtype) {
+  for (int64_t extent : shape) {
+    if (extent < 0)
+      fail("cuda backend: pinned host tensor shape ", shape_string(shape),
+           " has a negative dimension");
+  }
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  void* data = nullptr;
+  const cudaError_t status = cudaHostAlloc(&data, std::max<size_t>(bytes, 1), cudaHostAllocDefault);
+  if (status != cudaSuccess) {
+    fail("cuda backend: cannot allocate ", bytes, " bytes of pinned host memory for a ",
+         shape_string(shape), " ", dtype_name(dtype), " tensor: cudaHostAlloc failed with ",
+         cudaGetErrorName(status), " (", cudaGetErrorString(status),
+         "); ask for less swap space (fewer CPU blocks)");
+  }
+  std::shared_ptr<void> owner(data, [](void* pointer) { cudaFreeHost(pointer); });
+  std::memset(data, 0, bytes);
+  return Tensor(data, shape, dtype, Device::kCpu, owner);
+}
+
+Backend::MemoryInfo CudaBackend::memory_info() const {
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  MemoryInfo info;
+  info.free_bytes = static_cast<int64_t>(free_bytes);
+  info.total_bytes = static_cast<int64_t>(total_bytes);
+  return info;
+}
+
+bool CudaBackend::swaps_pending() const {
+  return std::find(layer_swap_pending_.begin(), layer_swap_pending_.end(), true) !=
+         layer_swap_pending_.end();
+}
+
+void CudaBackend::wait_for_swaps(int layer) {
+  for (size_t l = 0; l < layer_swapped_.size(); ++l) {
+    if (!layer_swap_pending_[l] || (layer >= 0 && static_cast<int>(l) != layer)) continue;
+    // Enqueued, not waited for on the host: the compute stream stalls only if the copies of this
+    // layer are still running when it gets here.
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, layer_swapped_[l], 0));
+    layer_swap_pending_[l] = false;
+  }
+}
+
+void CudaBackend::copy_blocks(PagedKvCache& cache, const BlockPairs& pairs) {
+  const int64_t block_bytes = check_paged_cache(cache, "copy_blocks", "paged");
+  check_block_pairs(pairs, cache.num_blocks, cache.num_blocks, /*same_pool=*/true, "copy_blocks");
+  if (cache.keys.front().device() != Device::kCuda) {
+    // A host pool: swaps into it may still be running on the swap stream.
+    CUDA_CHECK(cudaStreamSynchronize(swap_stream_));
+    Backend::copy_blocks(cache, pairs);
+    return;
+  }
+  if (pairs.empty()) return;
+  if (pairs.size() > static_cast<size_t>(INT_MAX)) {
+    fail("copy_blocks: ", pairs.size(), " pairs in one call; at most ", INT_MAX);
+  }
+  // A copy's source may be a block that was just swapped in, and its destination a block that a
+  // swap-out is still reading: the copies start after every swap issued so far.
+  wait_for_swaps(-1);
+
+  // The kernel's arguments, one transfer: [keys of each layer][values of each layer] as
+  // pointers, then the pairs as int32 (source, destination).
+  const size_t num_layers = cache.keys.size();
+  const size_t pointer_bytes = 2 * num_layers * sizeof(void*);
+  const size_t total_bytes = pointer_bytes + 2 * pairs.size() * sizeof(int32_t);
+  if (total_bytes > copy_capacity_) {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // a copy in flight may still read the old ones
+    if (copy_staging_ != nullptr) CUDA_CHECK(cudaFreeHost(copy_staging_));
+    if (copy_arguments_ != nullptr) CUDA_CHECK(cudaFree(copy_arguments_));
+    copy_staging_ = nullptr;
+    copy_arguments_ = nullptr;
+    copy_capacity_ = 0;
+    const size_t capacity = align_up(total_bytes * 2, 4096);
+    CUDA_CHECK(cudaMallocHost(&copy_staging_, capacity));
+    CUDA_CHECK(cudaMalloc(&copy_arguments_, capacity));
+    copy_capacity_ = capacity;
+  } else {
+    // The previous call's upload must have read the staging buffer before it is refilled.
+    CUDA_CHECK(cudaEventSynchronize(copy_staging_free_));
+  }
+  auto* staging = static_cast<char*>(copy_staging_);
+  for (size_t layer = 0; layer < num_layers; ++layer) {
+    void* key_pointer = cache.keys[layer].data();
+    void* value_pointer = cache.values[layer].data();
+    std::memcpy(staging + layer * sizeof(void*), &key_pointer, sizeof(void*));
+    std::memcpy(staging + (num_layers + layer) * sizeof(void*), &value_pointer, sizeof(void*));
+  }
+  auto* packed_pairs = reinterpret_cast<int32_t*>(staging + pointer_bytes);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    packed_pairs[2 * i] = pairs[i].first;
+    packed_pairs[2 * i + 1] = pairs[i].second;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(copy_arguments_, copy_staging_, total_bytes, cudaMemcpyHostToDevice,
+                             stream_));
+  CUDA_CHECK(cudaEventRecord(copy_staging_free_, stream_));
+  auto* arguments = static_cast<char*>(copy_arguments_);
+  const DType dtype = cache.keys.front().dtype();
+  kernels::copy_blocks(dtype, reinterpret_cast<void* const*>(arguments),
+                       reinterpret_cast<void* const*>(arguments + num_layers * sizeof(void*)),
+                       static_cast<int>(num_layers),
+                       reinterpret_cast<const int32_t*>(arguments + pointer_bytes),
+                       static_cast<int>(pairs.size()),
+                       block_bytes / static_cast<int64_t>(dtype_size(dtype)), stream_);
+}
+
+void CudaBackend::set_swap_copy(SwapCopy swap_copy) {
+  options_.swap_copy = resolve_swap_copy(swap_copy);
+}
+
+void* CudaBackend::device_accessible(const Tensor& tensor) {
+  if (tensor.device() == Device::kCuda) return tensor.data();
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, tensor.data()) != cudaSuccess) {
+    cudaGetLastError();  // not an address CUDA knows: clear the error, the caller uses memcpy
+    return nullptr;
+  }
+  // Page-locked host memory (cudaHostAlloc, cudaMallocHost, cudaHostRegister). With unified
+  // addressing (every 64-bit Linux system) it is mapped into the device's address space at the
+  // host pointer, whatever its allocation flags; devicePointer is null where it is not. Pageable
+  // memory is cudaMemoryTypeUnregistered: the device cannot address it.
+  if (attributes.type != cudaMemoryTypeHost) return nullptr;
+  return attributes.devicePointer;
+}
+
+void CudaBackend::release_swap_pairs_slots() {
+  for (SwapPairsSlot& slot : swap_pairs_slots_) {
+    if (slot.staging != nullptr) cudaFreeHost(slot.staging);
+    if (slot.device != nullptr) cudaFree(slot.device);
+    if (slot.uploaded != nullptr) cudaEventDestroy(slot.uploaded);
+  }
+  swap_pairs_slots_.clear();
+}
+
+const int32_t* CudaBackend::upload_swap_pairs(const BlockPairs& pairs) {
+  const size_t bytes = 2 * pairs.size() * sizeof(int32_t);
+  SwapPairsSlot* slot = nullptr;
+  for (SwapPairsSlot& candidate : swap_pairs_slots_) {
+    if (candidate.capacity < bytes) continue;
+    // Free once its last upload has run: the host may refill the staging buffer, and the next
+    // upload into the device buffer is queued on the swap stream after every kernel that read it.
+    const cudaError_t status = cudaEventQuery(candidate.uploaded);
+    if (status == cudaSuccess) {
+      slot = &candidate;
+      break;
+    }
+    if (status != cudaErrorNotReady) {
+      fail("cudaEventQuery(swap pairs uploaded) failed: ", cudaGetErrorName(status), " (",
+           cudaGetErrorString(status), ")");
+    }
+  }
+  if (slot == nullptr) {
+    if (swap_pairs_slots_.size() >= kMaxSwapPairsSlots) {
+      // Every slot is busy or too small: drain the swap stream once and start over.
+      CUDA_CHECK(cudaStreamSynchronize(swap_stream_));
+      release_swap_pairs_slots();
+    }
+    swap_pairs_slots_.emplace_back();  // owned (and freed) from here on, even if a call throws
+    slot = &swap_pairs_slots_.back();
+    const size_t capacity = align_up(std::max<size_t>(2 * bytes, 4096), 4096);
+    CUDA_CHECK(cudaEventCreateWithFlags(&slot->uploaded, cudaEventDisableTiming));
+    CUDA_CHECK(cudaMallocHost(&slot->staging, capacity));
+    CUDA_CHECK(cudaMalloc(&slot->device, capacity));
+    slot->capacity = capacity;
+  }
+  auto* packed = static_cast<int32_t*>(slot->staging);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    packed[2 * i] = pairs[i].first;
+    packed[2 * i + 1] = pairs[i].second;
+  }
+  CUDA_CHECK(
+      cudaMemcpyAsync(slot->device, slot->staging, bytes, cudaMemcpyHostToDevice, swap_stream_));
+  CUDA_CHECK(cudaEventRecord(slot->uploaded, swap_stream_));
+  return static_cast<const int32_t*>(slot->device);
+}
+
+void CudaBackend::swap_blocks(const PagedKvCache& source, PagedKvCache& destination,
+                              const BlockPairs& pairs) {
+  const int64_t block_bytes = check_paged_cache(source, "swap_blocks", "source");
+  check_paged_cache(destination, "swap_blocks", "destination");
+  check_same_block_kind(source, destination, "swap_blocks");
+  check_block_pairs(pairs, source.num_blocks, destination.num_blocks, &source == &destination,
+                    "swap_blocks");
+  const bool source_on_device = source.keys.front().device() == Device::kCuda;
+  const bool destination_on_device = destination.keys.front().device() == Device::kCuda;
+  if (!source_on_device && !destination_on_device) {
+    // Host to host: earlier swaps may still be writing either pool.
+    CUDA_CHECK(cudaStreamSynchronize(swap_stream_));
+    Backend::swap_blocks(source, destination, pairs);
+    return;
+  }
+  if (pairs.empty()) return;
+  const size_t num_layers = source.keys.size();
+
+  // The kernel path needs every tensor addressable from the device (per layer: key source,
+  // value source, key destination, value destination); host memory that is not page-locked, or
+  // more pairs than one launch takes, goes the memcpy way, which works for any host memory.
+  bool use_kernel =
+      options_.swap_copy == SwapCopy::kKernel && pairs.size() <= static_cast<size_t>(INT_MAX);
+  std::vector<void*> accessible;
+  if (use_kernel) {
+    accessible.reserve(4 * num_layers);
+    for (size_t layer = 0; layer < num_layers && use_kernel; ++layer) {
+      const Tensor* tensors[4] = {&source.keys[layer], &source.values[layer],
+                                  &destination.keys[layer], &destination.values[layer]};
+      for (const Tensor* tensor : tensors) {
+        void* pointer = device_accessible(*tensor);
+        if (pointer == nullptr) use_kernel = false;
+        accessible.push_back(pointer);
+      }
+    }
+  }
+
+  // memcpy path: runs of pairs whose sources and destinations are both consecutive move as one
+  // copy: one DMA transfer instead of many small ones (each cudaMemcpyAsync costs microseconds).
+  struct Run {
+    int64_t source, destination, count;
+  };
+  std::vector<Run> runs;
+  const int32_t* device_pairs = nullptr;
+  if (use_kernel) {
+    // The kernels' pairs go up first, on the swap stream: they touch no KV memory, so they need
+    // not wait for the compute stream below, and their slot frees up sooner.
+    device_pairs = upload_swap_pairs(pairs);
+  } else {
+    for (const auto& [source_block, destination_block] : pairs) {
+      if (!runs.empty() && runs.back().source + runs.back().count == source_block &&
+          runs.back().destination + runs.back().count == destination_block) {
+        ++runs.back().count;
+      } else {
+        runs.push_back({source_block, destination_block, 1});
+      }
+    }
+  }
+
+  // The swap starts after the compute stream's work so far: a swap-out must read what the last
+  // step wrote, and a swap-in must not overwrite blocks that step may still read.
+  CUDA_CHECK(cudaEventRecord(compute_point_, stream_));
+  CUDA_CHECK(cudaStreamWaitEvent(swap_stream_, compute_point_, 0));
+  while (layer_swapped_.size() < num_layers) {
+    cudaEvent_t event = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    layer_swapped_.push_back(event);
+    layer_swap_pending_.push_back(false);
+  }
+  const DType dtype = source.keys.front().dtype();
+  const int64_t block_elements = block_bytes / static_cast<int64_t>(dtype_size(dtype));
+  for (size_t layer = 0; layer < num_layers; ++layer) {
+    if (use_kernel) {
+      // One launch moves every pair of this layer, keys and values, through mapped host memory.
+      void* const* pointers = accessible.data() + 4 * layer;
+      kernels::swap_blocks(dtype, pointers[0], pointers[1], pointers[2], pointers[3], device_pairs,
+                           static_cast<int>(pairs.size()), block_elements, swap_stream_);
+    } else {
+      const Tensor* from[2] = {&source.keys[layer], &source.values[layer]};
+      Tensor* to[2] = {&destination.keys[layer], &destination.values[layer]};
+      for (int kind = 0; kind < 2; ++kind) {
+        const auto* source_bytes = static_cast<const char*>(from[kind]->data());
+        auto* destination_bytes = static_cast<char*>(to[kind]->data());
+        for (const Run& run : runs) {
+          // cudaMemcpyDefault: unified addressing tells the direction from the pointers.
+          CUDA_CHECK(cudaMemcpyAsync(destination_bytes + run.destination * block_bytes,
+                                     source_bytes + run.source * block_bytes,
+                                     static_cast<size_t>(run.count * block_bytes),
+                                     cudaMemcpyDefault, swap_stream_));
+        }
+      }
+    }
+    // Layer l's attention in the next forward waits for this (see attention()); that covers a
+    // swap-in (it reads the blocks) and a swap-out alike (it writes new keys and values into
+    // blocks a swap-out may have just freed, which must have been read first).
+    CUDA_CHECK(cudaEventRecord(layer_swapped_[layer], swap_stream_));
+    layer_swap_pending_[layer] = true;
+  }
 }
 
 void CudaBackend::clear_graphs() {
@@ -390,6 +700,10 @@ Tensor CudaBackend::run_step(const Step& step, const std::function<Tensor()>& bo
   // Only decode steps are recorded: their shapes repeat from one step to the next, while
   // prompts come in every length.
   if (!options_.use_graphs || step.layout.max_query_len != 1) return body();
+  // While swaps are pending, the step's attention must wait for their per-layer events. A graph
+  // cannot wait on an event recorded outside it (capturing the wait fails, and a replay would
+  // not wait), so such a step runs directly; the next one is replayed again.
+  if (swaps_pending()) return body();
   const GraphKey key = graph_key(step.layout);
   auto found = graphs_.find(key);
   if (found == graphs_.end()) {
@@ -551,6 +865,10 @@ void CudaBackend::add(Tensor& x, const Tensor& y) {
 
 void CudaBackend::attention(const Tensor& queries, const Tensor& keys, const Tensor& values,
                             const Step& step, int layer, Tensor& out) {
+  // This layer's keys and values may have just been swapped in, or its blocks freed by a
+  // swap-out that must finish reading them before new keys are written: wait for this layer's
+  // swaps only, so that the other layers' copies go on while this one computes.
+  wait_for_swaps(layer);
   const StepLayout& layout = step.layout;
   auto& state = *static_cast<CudaStepState*>(step.backend_state.get());
   require(queries.ndim() == 3 && keys.ndim() == 3 && values.shape() == keys.shape(), "attention",

@@ -6,6 +6,11 @@
 // Memory: long-lived tensors (weights, KV caches) are plain cudaMalloc allocations freed with
 // their last handle; activations come from one arena (DeviceArena) that is recycled at every
 // step, so a forward call allocates nothing from the driver once the arena has grown to fit.
+//
+// Streams: the forward and block copies (copy-on-write) run on the compute stream; swaps between
+// the device and pinned host memory run on a swap stream of their own, layer by layer, with one
+// event per layer, so that the next forward's attention of layer l waits for layer l's swaps
+// only and the other layers' copies overlap with compute.
 // Every CUDA and cuBLAS call and every launch is checked; a failure is a servelab::Error naming
 // the call and the reason.
 #pragma once
@@ -20,9 +25,17 @@
 
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUgraphExec_st* cudaGraphExec_t;
+typedef struct CUevent_st* cudaEvent_t;
 struct cublasContext;
 
 namespace servelab {
+
+/// How CudaBackend::swap_blocks moves blocks between the device and pinned host memory.
+enum class SwapCopy {
+  kDefault,  ///< SERVELAB_SWAP_COPY=memcpy|kernel from the environment if set, else kKernel
+  kKernel,   ///< one zero-copy kernel per layer reading/writing mapped pinned host memory
+  kMemcpy,   ///< one cudaMemcpyAsync per run of consecutive blocks, per layer and keys/values
+};
 
 struct CudaBackendOptions {
   DType dtype = DType::kBF16;  ///< compute dtype: weights, activations and KV caches
@@ -30,6 +43,9 @@ struct CudaBackendOptions {
   /// Record decode steps as CUDA graphs and replay them (one launch per step instead of
   /// hundreds). The environment variable SERVELAB_CUDA_GRAPHS=0 turns it off too.
   bool use_graphs = true;
+  /// The swap path (see SwapCopy). The kernel needs the host pool in page-locked memory that the
+  /// device can address (allocate_host_pinned's); a call on any other host memory uses memcpy.
+  SwapCopy swap_copy = SwapCopy::kDefault;
 };
 
 /// Bump allocation from one cudaMalloc'd region, reset at every step. When a step needs more
@@ -78,6 +94,26 @@ class CudaBackend : public Backend {
   Tensor scratch(const Shape& shape, DType dtype) override;
   Tensor upload(const void* host, DType host_dtype, const Shape& shape, DType dtype) override;
   Tensor to_host(const Tensor& tensor) override;
+  /// Page-locked host memory (cudaHostAlloc), freed with cudaFreeHost with its last handle.
+  Tensor allocate_host_pinned(const Shape& shape, DType dtype) override;
+  /// The device's free and total memory (cudaMemGetInfo).
+  MemoryInfo memory_info() const override;
+  /// Copies blocks inside a device cache with one kernel launch for all layers, on the compute
+  /// stream, after every swap issued so far (a copy's source may have just been swapped in).
+  void copy_blocks(PagedKvCache& cache, const BlockPairs& pairs) override;
+  /// Copies blocks between a device cache and a host one (either way) on the swap stream: it
+  /// first waits for the compute stream's work so far (a swap-out reads what the last step
+  /// wrote), then per layer copies keys and values and records the layer's event, which the next
+  /// attention of that layer waits for. The copy is one zero-copy kernel per layer
+  /// (SwapCopy::kKernel, kernels::swap_blocks) or one cudaMemcpyAsync per run of consecutive
+  /// blocks (SwapCopy::kMemcpy). Returns before the copies finish; host memory should be pinned.
+  void swap_blocks(const PagedKvCache& source, PagedKvCache& destination,
+                   const BlockPairs& pairs) override;
+  /// The swap path in use (never kDefault: resolved at construction).
+  SwapCopy swap_copy() const { return options_.swap_copy; }
+  /// Switches the swap path from the next swap_blocks call on (benchmarks compare the two);
+  /// kDefault resolves as at construction.
+  void set_swap_copy(SwapCopy swap_copy);
   Step prepare_step(const StepLayout& layout) override;
   Tensor run_step(const Step& step, const std::function<Tensor()>& body) override;
 
@@ -97,8 +133,8 @@ class CudaBackend : public Backend {
 
   /// Fills a tensor with normal(0, std) values on the device (benchmarks' random weights).
   void fill_normal(Tensor& tensor, float std, uint64_t seed);
-  /// Waits for all work queued on the backend's stream.
-  void synchronize();
+  /// Waits for all work queued on the backend's streams (compute and swap).
+  void synchronize() override;
   cudaStream_t stream() const { return stream_; }
   /// Steps replayed from a recorded graph so far (tests check that graphs are used).
   int64_t graph_replays() const { return graph_replays_; }
@@ -112,6 +148,14 @@ class CudaBackend : public Backend {
   GraphKey graph_key(const StepLayout& layout) const;
   void clear_graphs();
   void check_device_tensor(const Tensor& tensor, const char* what) const;
+  /// Makes the compute stream wait for the swaps of `layer` (all layers: -1) not yet waited for.
+  void wait_for_swaps(int layer);
+  bool swaps_pending() const;
+  /// Uploads the pairs for kernels::swap_blocks on the swap stream; returns the device copy.
+  const int32_t* upload_swap_pairs(const BlockPairs& pairs);
+  /// What a swap kernel reaches a tensor's memory through: the device pointer of device memory
+  /// or of mapped page-locked host memory; null for host memory the device cannot address.
+  static void* device_accessible(const Tensor& tensor);
 
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
@@ -125,6 +169,32 @@ class CudaBackend : public Backend {
   size_t metadata_capacity_ = 0;
   std::map<GraphKey, std::unique_ptr<GraphEntry>> graphs_;
   int64_t graph_replays_ = 0;
+  // Swaps: their stream, the compute stream's point they start after, and per layer the event
+  // recorded after the layer's copies, pending until the compute stream has been made to wait.
+  cudaStream_t swap_stream_ = nullptr;
+  cudaEvent_t compute_point_ = nullptr;
+  std::vector<cudaEvent_t> layer_swapped_;
+  std::vector<bool> layer_swap_pending_;
+  // copy_blocks' arguments (per-layer cache pointers and the pairs): packed in pinned memory,
+  // copied to a device buffer on the compute stream; the event says when the staging is free.
+  void* copy_staging_ = nullptr;
+  void* copy_arguments_ = nullptr;
+  size_t copy_capacity_ = 0;
+  cudaEvent_t copy_staging_free_ = nullptr;
+  // The swap kernel's pairs: slots of pinned staging + device buffer, each with an event recorded
+  // after its upload. A call takes a slot whose upload has finished (the host may refill its
+  // staging; the device buffer is safe to overwrite because the next upload runs on the swap
+  // stream after every kernel that read it), or adds one, so issuing a swap never blocks.
+  struct SwapPairsSlot {
+    void* staging = nullptr;
+    void* device = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t uploaded = nullptr;
+  };
+  std::vector<SwapPairsSlot> swap_pairs_slots_;
+  /// Frees every slot (ignoring errors: also called from the destructor); the swap stream must
+  /// have finished with them.
+  void release_swap_pairs_slots();
 };
 
 /// True when a CUDA device is present and usable by this process.
