@@ -9,8 +9,10 @@ Reads from --raw (one or more folders; for each file the first folder that has i
   hf_decode.json      hf_decode.py: transformers eager and static-cache decode
   model_decode.json   servelab_bench_model decode
   model_prefill.json  servelab_bench_model prefill
+  swap.json           servelab_bench_swap: KV block swaps GPU <-> pinned host vs the host link
 Writes into --out (default benchmarks/results):
-  <date>-<gpu>.md, <date>-<gpu>-decode.png, <date>-<gpu>-attention.png, raw/<date>-<gpu>/*.json
+  <date>-<gpu>.md, <date>-<gpu>-decode.png, <date>-<gpu>-attention.png, <date>-<gpu>-swap.png,
+  raw/<date>-<gpu>/*.json
 Missing inputs leave their sections marked "not measured"; missing matplotlib skips the plots
 (with a note) but not the report. Needs only the standard library (and matplotlib for plots).
 
@@ -25,7 +27,7 @@ import shutil
 import sys
 
 INPUTS = ["meta.json", "ceilings.json", "attention.json", "sdpa.json", "hf_decode.json",
-          "model_decode.json", "model_prefill.json"]
+          "model_decode.json", "model_prefill.json", "swap.json"]
 
 # The floors servelab's CUDA engine is held to (issue 4).
 FLOOR_BATCH1_FRACTION = 0.85      # batch-1 decode: achieved GB/s / copy bandwidth
@@ -93,7 +95,7 @@ def device_name(data):
         value = document.get("gpu_name") or (document.get("device") or {}).get("name")
         if value and value != "unknown GPU":  # run_all.sh's name where nvidia-smi failed
             return value
-    for name in ("model_decode.json", "model_prefill.json", "hf_decode.json", "sdpa.json"):
+    for name in ("model_decode.json", "model_prefill.json", "hf_decode.json", "sdpa.json", "swap.json"):
         device = (data.get(name) or {}).get("device")
         if isinstance(device, str) and device:
             return device
@@ -267,7 +269,7 @@ def section_commands(data, sources):
              "`benchmarks/README.md`), which runs `benchmarks/run_all.sh`; the commands it ran:", "",
              "```"]
     commands = meta.get("commands") or {}
-    for name in ("ceilings", "attention", "sdpa", "model-decode", "model-prefill", "hf"):
+    for name in ("ceilings", "attention", "sdpa", "model-decode", "model-prefill", "swap", "hf"):
         if name in commands:
             lines.append(commands[name])
     for name in INPUTS[1:]:
@@ -434,9 +436,93 @@ def section_prefill(facts):
     return lines
 
 
+def swap_rows(swap):
+    """{(block_size, pattern, method): {"out": entry, "in": entry}} from swap.json's "swap" list
+    (files from before the zero-copy kernel have no "method": all theirs are "memcpy")."""
+    rows = {}
+    for entry in swap.get("swap", []) or []:
+        key = (int(entry["block_size"]), entry["pattern"], entry.get("method", "memcpy"))
+        rows.setdefault(key, {})[entry["direction"]] = entry
+    return rows
+
+
+def section_swap(data, facts):
+    lines = ["## KV swaps: GPU ↔ pinned host (`servelab_bench_swap`)", ""]
+    swap = data.get("swap.json")
+    if not swap or swap.get("error"):
+        return lines + ["Not measured." + (f" ({swap['error']})" if swap else ""), ""]
+    kv = swap.get("kv") or {}
+    link = swap.get("link") or {}
+    h2d = (link.get("host_to_device") or {}).get("gbps")
+    d2h = (link.get("device_to_host") or {}).get("gbps")
+    lines.append(f"Llama-3-8B KV cache ({kv.get('layers', 32)} layers, {kv.get('kv_heads', 8)} KV heads, "
+                 f"head_dim {kv.get('head_dim', 128)}, {kv.get('dtype', 'bf16')}: "
+                 f"{kv.get('bytes_per_token', 131072) / 1024:.0f} KiB per token) moved through the cache engine "
+                 f"(`CudaBackend::swap_blocks`, on a stream of its own; *memcpy*: per layer, keys and values, one "
+                 f"`cudaMemcpyAsync` per run of consecutive blocks; *kernel*: per layer, one zero-copy kernel "
+                 f"reading or writing the mapped pinned host memory), {swap.get('bytes_per_direction', 0) / 2**30:.2f} GiB "
+                 "per direction. *Shuffled*: random blocks on both sides, for memcpy one copy per block, layer and "
+                 "keys/values (what a block manager's free lists give); *consecutive*: for memcpy one copy per "
+                 "layer and keys/values (its best case). Time = host wall clock from the call to the end of "
+                 "`synchronize()` (issuing the copies included); median after a warm-up.")
+    lines.append("")
+    lines.append(f"**Host-link ceiling** (one {link.get('buffer_bytes', 0) / 2**30:.2f} GiB `cudaMemcpyAsync`, "
+                 f"pinned host memory): host → device {number(h2d)} GB/s, device → host {number(d2h)} GB/s.")
+    lines.append("")
+    rows = []
+    for (block_size, pattern, method), entry in sorted(
+            swap_rows(swap).items(), key=lambda item: (item[0][0], item[0][1] != "shuffled", item[0][2] != "memcpy")):
+        out, into = entry.get("out") or {}, entry.get("in") or {}
+        block_bytes = out.get("block_bytes") or into.get("block_bytes") or 0
+        rows.append((block_size, f"{block_bytes / 2**20:.2f}", pattern, method,
+                     number(out.get("gbps")), percent(out.get("of_link")),
+                     number(into.get("gbps")), percent(into.get("of_link")),
+                     number(out.get("memcpy_calls") or into.get("memcpy_calls") or 0, 0),
+                     number(out.get("kernel_launches") or into.get("kernel_launches") or 0, 0)))
+    lines.append(table(["block size", "block (MiB)", "pattern", "method", "swap-out GB/s", "of D→H link",
+                        "swap-in GB/s", "of H→D link", "cudaMemcpyAsync calls", "kernel launches"], rows))
+    lines.append("")
+    copies = swap.get("copy") or []
+    if copies:
+        rows = [(c["block_size"], number(c.get("gbps")),
+                 percent(c["gbps"] / facts.copy_gbps) if c.get("gbps") and facts.copy_gbps else "–",
+                 f"{c.get('ms', 0):.2f}") for c in copies]
+        lines.append("Block copies inside the GPU pool (copy-on-write; one kernel for all layers; shuffled "
+                     "blocks; GB/s counts bytes read + written, against the copy bandwidth of the ceilings):")
+        lines.append("")
+        lines.append(table(["block size", "GB/s", "of copy BW", "ms"], rows))
+        lines.append("")
+    sequences = swap.get("sequence_swap_in") or []
+    if sequences:
+        prefill = facts.prefill if facts.prefill and facts.prefill.get("tokens") == sequences[0].get("tokens") else None
+        rows = []
+        for entry in sequences:
+            ratio_cell = "–"
+            if prefill and prefill.get("ms") and entry.get("ms"):
+                ratio_cell = ratio(entry["ms"] / prefill["ms"])
+            rows.append((entry["block_size"], entry.get("method", "memcpy"), entry.get("blocks"),
+                         f"{entry.get('bytes', 0) / 2**20:.0f} MiB",
+                         f"{entry.get('ms', 0):.2f}", number(entry.get("gbps")), percent(entry.get("of_link")),
+                         ratio_cell))
+        tokens = sequences[0].get("tokens", 2048)
+        lines.append(f"Preemption by swapping vs by recomputing: swap-in of one {tokens}-token sequence's KV "
+                     "(scattered blocks) against a prefill of the same length"
+                     + (f" ({number(prefill['ms'])} ms, `servelab_bench_model prefill`)." if prefill else
+                        " (prefill not measured)."))
+        lines.append("")
+        lines.append(table(["block size", "method", "blocks", "bytes", "swap-in ms", "GB/s", "of H→D link",
+                            "swap-in / prefill time"], rows))
+        lines.append("")
+    if swap.get("verified") is False:
+        lines.append("**Swapped-out blocks did not hold the GPU blocks' bytes**: " +
+                     "; ".join(swap.get("verify_failures") or []))
+        lines.append("")
+    return lines
+
+
 # ---- plots ----------------------------------------------------------------------------------
 
-def make_plots(facts, out_dir, stem, gpu):
+def make_plots(facts, out_dir, stem, gpu, swap=None):
     """Returns (list of png file names, note or None)."""
     try:
         import matplotlib
@@ -498,6 +584,43 @@ def make_plots(facts, out_dir, stem, gpu):
         figure.savefig(os.path.join(out_dir, name), dpi=120)
         plt.close(figure)
         made.append(name)
+    rows = swap_rows(swap) if swap else {}
+    if rows:
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        block_sizes = sorted({b for b, _, _ in rows})
+        methods = sorted({m for _, _, m in rows}, key=lambda m: m != "memcpy")
+        colors = {("memcpy", "out"): "tab:blue", ("memcpy", "in"): "tab:orange",
+                  ("kernel", "out"): "tab:green", ("kernel", "in"): "tab:red"}
+        for method in methods:
+            for pattern, direction, style in (
+                    ("shuffled", "out", "o-"), ("shuffled", "in", "s-"),
+                    ("consecutive", "out", "o--"), ("consecutive", "in", "s--")):
+                points = [(b, (rows.get((b, pattern, method)) or {}).get(direction)) for b in block_sizes]
+                points = [(b, e["gbps"]) for b, e in points if e and e.get("gbps") is not None]
+                if points:
+                    axes.plot([b for b, _ in points], [v for _, v in points], style,
+                              color=colors.get((method, direction), "tab:purple"),
+                              label=f"{method}: swap-{direction}, {pattern} blocks")
+        link = swap.get("link") or {}
+        for key, label, color in (("host_to_device", "link host → device", "tab:gray"),
+                                  ("device_to_host", "link device → host", "tab:brown")):
+            value = (link.get(key) or {}).get("gbps")
+            if value:
+                axes.axhline(value, color=color, linestyle=":", label=label)
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(block_sizes)
+        axes.set_xticklabels([str(b) for b in block_sizes])
+        axes.set_ylim(bottom=0)
+        axes.set_xlabel("block size (tokens)")
+        axes.set_ylabel("GB/s")
+        axes.set_title(f"KV swaps, Llama-3-8B KV (32 layers, bf16), {gpu}")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        name = f"{stem}-swap.png"
+        figure.savefig(os.path.join(out_dir, name), dpi=120)
+        plt.close(figure)
+        made.append(name)
     return made, None
 
 
@@ -531,7 +654,7 @@ def main():
             shutil.copyfile(path, destination)
 
     facts = Facts(data)
-    plots, plot_note = make_plots(facts, args.out, stem, gpu)
+    plots, plot_note = make_plots(facts, args.out, stem, gpu, data.get("swap.json"))
     lines = section_header(data, date, gpu)
     lines += ["## Floors", "",
               "What servelab's CUDA engine must reach on this GPU (issue 4); the measured value is the "
@@ -543,6 +666,7 @@ def main():
     lines += section_batch1(facts)
     lines += section_attention(facts)
     lines += section_prefill(facts)
+    lines += section_swap(data, facts)
     lines += ["## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots] or ["No plot."]
     if plot_note:

@@ -11,7 +11,8 @@ usage: benchmarks/run_all.sh [--quick] [--out DIR] [--build DIR] [--only LIST] [
   --quick                    fewer batch sizes and contexts (about half the time)
   --out DIR                  raw JSON folder (default benchmarks/results/raw/<date>-<gpu>)
   --build DIR                where the benchmark binaries are (default build-gpu)
-  --only LIST                a subset of: ceilings,attention,sdpa,model,hf (default: all, in that order)
+  --only LIST                a subset of: ceilings,attention,sdpa,model,swap,hf (default: all, in that
+                             order)
   --batch-sizes LIST         decode batch sizes, servelab and HF eager (default 1,8,32,64,128)
   --static-batch-sizes LIST  HF static-cache batch sizes; each compiles for minutes (default 1,64)
   --hf-time-limit S          hf_decode.py starts no run after S seconds (default 0: no limit)
@@ -20,7 +21,7 @@ usage: benchmarks/run_all.sh [--quick] [--out DIR] [--build DIR] [--only LIST] [
                              killed at it, none starts within 15 s of it, and hf_decode.py starts
                              no run in its last 200 s (gpu_check.sh sets it from its time budget)
 The files: meta.json ceilings.json attention.json sdpa.json model_decode.json model_prefill.json
-hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
+swap.json hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
 keeps the earlier runs (same device) that the rerun does not measure again.
 Native binaries run with $SERVELAB_LD_LIBRARY_PATH prepended to LD_LIBRARY_PATH (gpu_check.sh
 sets it to the unpacked .carry libraries); Python ones do not.
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 quick=0
 out=""
 build="build-gpu"
-only="ceilings,attention,sdpa,model,hf"
+only="ceilings,attention,sdpa,model,swap,hf"
 batch_sizes=""
 static_batch_sizes=""
 hf_time_limit=0
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
 done
 for name in ${only//,/ }; do
   case "$name" in
-    ceilings|attention|sdpa|model|hf) ;;
+    ceilings|attention|sdpa|model|swap|hf) ;;
     *) echo "run_all: --only: unknown benchmark '$name'" >&2; exit 2 ;;
   esac
 done
@@ -121,7 +122,7 @@ EOF
 }
 
 total_steps=0
-for name in ceilings attention sdpa model hf; do
+for name in ceilings attention sdpa model swap hf; do
   if selected "$name"; then total_steps=$((total_steps + 1)); fi
 done
 start_seconds=$SECONDS
@@ -210,6 +211,15 @@ if selected model; then
     bench model-prefill native "$exe" prefill --tokens 2048 --json "$out/model_prefill.json"
   else
     missing_binary servelab_bench_model model
+  fi
+fi
+
+if selected swap; then
+  step "swap: KV block swaps GPU <-> pinned host (block sizes 8-64) vs the host link"
+  if exe=$(binary servelab_bench_swap); then
+    bench swap native "$exe" --json "$out/swap.json" "${quick_flag[@]}"
+  else
+    missing_binary servelab_bench_swap swap
   fi
 fi
 

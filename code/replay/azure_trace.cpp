@@ -1,0 +1,211 @@
+#include "replay/azure_trace.h"
+
+#include <array>
+#include <charconv>
+#include <fstream>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace servelab {
+namespace {
+
+constexpr std::array<std::string_view, 3> kColumns = {"TIMESTAMP", "ContextTokens",
+                                                      "GeneratedTokens"};
+constexpr std::string_view kTimestampFormat = "YYYY-MM-DD HH:MM:SS.fffffff";
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+std::vector<std::string_view> split_fields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = line.find(',', start);
+    fields.push_back(
+        trim(line.substr(start, comma == std::string_view::npos ? comma : comma - start)));
+    if (comma == std::string_view::npos) return fields;
+    start = comma + 1;
+  }
+}
+
+/// Parses all of `text` as a non-negative decimal integer; false if anything else is there.
+bool parse_count(std::string_view text, int64_t& value) {
+  if (text.empty() || text.front() < '0' || text.front() > '9') return false;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  return error == std::errc() && stop == end;
+}
+
+/// Exactly `digits` decimal digits at text[position...]; advances `position`.
+bool take_digits(std::string_view text, size_t& position, size_t digits, int64_t& value) {
+  if (position + digits > text.size()) return false;
+  value = 0;
+  for (size_t i = 0; i < digits; ++i) {
+    const char c = text[position + i];
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + (c - '0');
+  }
+  position += digits;
+  return true;
+}
+
+bool take_char(std::string_view text, size_t& position, char expected) {
+  if (position >= text.size() || text[position] != expected) return false;
+  ++position;
+  return true;
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (H. Hinnant's days_from_civil), so
+/// that arrival gaps across midnight or month ends come out right without the C time zone calls.
+int64_t days_from_civil(int64_t year, int64_t month, int64_t day) {
+  year -= month <= 2 ? 1 : 0;
+  const int64_t era = (year >= 0 ? year : year - 399) / 400;
+  const int64_t year_of_era = year - era * 400;
+  const int64_t day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+  const int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  return era * 146097 + day_of_era - 719468;
+}
+
+int64_t days_in_month(int64_t year, int64_t month) {
+  static constexpr int64_t kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : kDays[month - 1];
+}
+
+/// A time as whole seconds since 1970-01-01 00:00:00 plus nanoseconds: integers (not a double of
+/// seconds since 1970) keep the trace's 100 ns resolution until the difference is taken.
+struct Instant {
+  int64_t seconds = 0;
+  int64_t nanoseconds = 0;  ///< 0 to 999,999,999
+  bool operator<(const Instant& other) const {
+    return seconds != other.seconds ? seconds < other.seconds : nanoseconds < other.nanoseconds;
+  }
+  double seconds_since(const Instant& start) const {
+    return static_cast<double>(seconds - start.seconds) +
+           static_cast<double>(nanoseconds - start.nanoseconds) * 1e-9;
+  }
+};
+
+/// `YYYY-MM-DD HH:MM:SS[.f...]`; false if malformed.
+bool parse_timestamp(std::string_view text, Instant& instant) {
+  size_t position = 0;
+  int64_t year, month, day, hour, minute, second;
+  const bool fields_ok = take_digits(text, position, 4, year) && take_char(text, position, '-') &&
+                         take_digits(text, position, 2, month) && take_char(text, position, '-') &&
+                         take_digits(text, position, 2, day) && take_char(text, position, ' ') &&
+                         take_digits(text, position, 2, hour) && take_char(text, position, ':') &&
+                         take_digits(text, position, 2, minute) && take_char(text, position, ':') &&
+                         take_digits(text, position, 2, second);
+  if (!fields_ok) return false;
+  if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||
+      minute > 59 || second > 59) {
+    return false;
+  }
+  int64_t fraction_nanoseconds = 0;
+  if (position < text.size()) {
+    if (!take_char(text, position, '.')) return false;
+    const size_t digits = text.size() - position;
+    if (digits == 0 || digits > 9) return false;
+    int64_t fraction = 0;
+    if (!take_digits(text, position, digits, fraction)) return false;
+    for (size_t i = digits; i < 9; ++i) fraction *= 10;
+    fraction_nanoseconds = fraction;
+  }
+  instant.seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+  instant.nanoseconds = fraction_nanoseconds;
+  return true;
+}
+
+}  // namespace
+
+std::vector<TraceRequest> load_azure_trace(const std::string& path, int64_t max_requests) {
+  if (max_requests < 0) fail(path, ": max_requests must be >= 0 (0 reads all), got ", max_requests);
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    fail(path, ": cannot open the trace file. Download an Azure LLM inference trace from ",
+         "https://github.com/Azure/AzurePublicDataset (data/AzureLLMInferenceTrace_conv.csv)");
+  }
+
+  std::string line;
+  int64_t line_number = 0;
+  // Column index of TIMESTAMP, ContextTokens, GeneratedTokens in the rows.
+  std::array<size_t, 3> column_index{};
+  size_t num_columns = 0;
+  bool have_header = false;
+  std::vector<TraceRequest> requests;
+  Instant first, previous;
+  int64_t previous_line = 0;
+
+  while (std::getline(file, line)) {
+    ++line_number;
+    std::string_view text(line);
+    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+    // A UTF-8 byte order mark, as spreadsheet programs write, is not part of the first column.
+    if (line_number == 1 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+    if (trim(text).empty()) continue;
+
+    const std::vector<std::string_view> fields = split_fields(text);
+    if (!have_header) {
+      for (size_t column = 0; column < kColumns.size(); ++column) {
+        size_t found = fields.size();
+        for (size_t i = 0; i < fields.size(); ++i) {
+          if (fields[i] == kColumns[column]) found = i;
+        }
+        if (found == fields.size()) {
+          fail(path, ":", line_number, ": the header '", text, "' has no column '",
+               kColumns[column], "' (expected an Azure LLM inference trace with the columns ",
+               "TIMESTAMP,ContextTokens,GeneratedTokens)");
+        }
+        column_index[column] = found;
+      }
+      num_columns = fields.size();
+      have_header = true;
+      continue;
+    }
+
+    if (max_requests > 0 && static_cast<int64_t>(requests.size()) == max_requests) break;
+    if (fields.size() != num_columns) {
+      fail(path, ":", line_number, ": expected ", num_columns, " comma-separated fields as in the ",
+           "header, found ", fields.size(), " in '", text, "'");
+    }
+    const std::string_view timestamp = fields[column_index[0]];
+    Instant instant;
+    if (!parse_timestamp(timestamp, instant)) {
+      fail(path, ":", line_number, ": TIMESTAMP '", timestamp, "' is not a valid time of the form ",
+           kTimestampFormat);
+    }
+    TraceRequest request;
+    const std::string_view prompt = fields[column_index[1]];
+    if (!parse_count(prompt, request.prompt_tokens) || request.prompt_tokens < 1) {
+      fail(path, ":", line_number, ": ContextTokens '", prompt,
+           "' is not a whole number of prompt tokens >= 1");
+    }
+    const std::string_view output = fields[column_index[2]];
+    if (!parse_count(output, request.output_tokens)) {
+      fail(path, ":", line_number, ": GeneratedTokens '", output,
+           "' is not a whole number of generated tokens >= 0");
+    }
+    if (requests.empty()) {
+      first = instant;
+    } else if (instant < previous) {
+      fail(path, ":", line_number, ": TIMESTAMP ", timestamp, " is earlier than the row on line ",
+           previous_line, "; the rows must be in time order");
+    }
+    previous = instant;
+    previous_line = line_number;
+    request.arrival_seconds = instant.seconds_since(first);
+    requests.push_back(request);
+  }
+  if (file.bad()) fail(path, ": read error after line ", line_number);
+  if (!have_header) {
+    fail(path, ": the file is empty; expected a header TIMESTAMP,ContextTokens,GeneratedTokens ",
+         "and one row per request");
+  }
+  return requests;
+}
+
+}  // namespace servelab
