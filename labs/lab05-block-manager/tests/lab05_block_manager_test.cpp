@@ -145,7 +145,8 @@ TEST(Lab05AppendSlot, AFullSharedBlockIsNeverCopied) {
 
 TEST(Lab05AppendSlot, WithoutAFreeBlockItThrowsAndChangesNothing) {
   BlockManager manager(small_pools(2));
-  manager.allocate(1, 1, tokens(8));
+  manager.allocate(1, 1, tokens(7));
+  EXPECT_EQ(manager.append_slot(1, 5).slot, manager.block_table(1)[1] * 4 + 3);  // fills block 2
   EXPECT_FALSE(manager.can_append_slots(1));
   EXPECT_THROW(manager.append_slot(1, 5), Error);
   EXPECT_EQ(manager.num_tokens(1), 8);
@@ -222,7 +223,9 @@ TEST(Lab05Swap, SwappingInWithoutRoomThrowsAndChangesNothing) {
 
 TEST(Lab05Swap, SwapOutWithoutRoomOnTheCpuIsRefused) {
   BlockManager manager(small_pools(8, 2));
-  manager.allocate(1, 1, tokens(12));
+  manager.allocate(2, 2, tokens(8));
+  EXPECT_EQ(manager.swap_out(2).size(), 2u);  // fills the CPU pool
+  manager.allocate(1, 1, tokens(4));
   EXPECT_FALSE(manager.can_swap_out(1));
   EXPECT_THROW(manager.swap_out(1), Error);
   EXPECT_FALSE(manager.is_swapped(1));
