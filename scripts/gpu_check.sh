@@ -263,7 +263,9 @@ save_outputs
 # Counts from a ctest log: "passed failed skipped total".
 ctest_counts() {
   local log=$1 total failed skipped
-  total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
+  # CMake 3.x: "100% tests passed, 0 tests failed out of 341"; CMake 4 drops ", 0 tests failed"
+  # when none failed: "100% tests passed out of 644".
+  total=$(sed -n 's/.*tests passed.* out of \([0-9]*\).*/\1/p' "$log" | tail -1)
   failed=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
   skipped=$(grep -c '(Skipped)\|Not Run (Disabled)' "$log" || true)
   total=${total:-0}; failed=${failed:-0}

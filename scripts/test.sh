@@ -46,7 +46,8 @@ fi
 mkdocs build --strict --quiet || failed+=("mkdocs")
 
 # One closing line with the main test run's counts (skipped = GPU tests on a machine without one).
-total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' build/ctest.log | tail -1)
+# (CMake 4 writes "100% tests passed out of N" when none failed, CMake 3 adds ", 0 tests failed".)
+total=$(sed -n 's/.*tests passed.* out of \([0-9]*\).*/\1/p' build/ctest.log | tail -1)
 failing=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of.*/\1/p' build/ctest.log | tail -1)
 skipped=$(grep -c '(Skipped)' build/ctest.log || true)
 echo
