@@ -18,7 +18,7 @@
 //   v2 (this file) 16-byte units whenever the row (block) size is a multiple of 16 bytes and the
 //      pointers are aligned; the element copy remains as the fallback for odd sizes.
 // measured (H100 80GB HBM3, 2026-11-22, benchmarks/swap_bench.cu): copy_blocks of shuffled
-//   Llama-3-8B blocks (bf16, 32 layers) at 2.3-2.6 TB/s read + write, 78-87% of the copy
+//   Llama-3-8B blocks (bf16, 32 layers) at 2.3-2.5 TB/s read + write, 75-84% of the copy
 //   bandwidth, block sizes 8-64. write_paged_kv: not measured separately.
 //
 // Ladder (swap_blocks, device <-> pinned host; the CUDA backend can still run v1, see
@@ -34,10 +34,9 @@
 //      loads before its stores, so enough requests are outstanding to cover the link's latency
 //      on swap-in (reads from the host); swap-out's stores to the host are posted writes.
 //      Block bytes that are not a multiple of 16 fall back to element units (correct, slower).
-// measured (H100 80GB HBM3, PCIe link 55.2 GB/s each way, 2026-11-22, 1 GiB of Llama-3-8B KV
-//   blocks in random order): v1 5.6-11.0 GB/s at block sizes 8-16, 25.4-25.9 GB/s at 64
-//   (98% only for blocks in order); v2 49.9-51.8 GB/s, 90-94% of the link, at every block size
-//   and order. Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
+// measured (H100 80GB HBM3, PCIe link 54.9-55.2 GB/s, 2026-11-22, 1 GiB of Llama-3-8B KV blocks
+//   in random order): v1 5.5-11.0 GB/s at block sizes 8-16, 24.9-25.0 GB/s at 64 (96-98% only
+//   for blocks in order); v2 48.9-51.8 GB/s, 89-94% of the link, at every block size and order. Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"
