@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "common/error.h"
 #include "common/tensor.h"
 
 namespace servelab::testing {
@@ -29,6 +30,19 @@ inline ::testing::AssertionResult ContainsAll(const std::string& message,
     }
   }
   return ::testing::AssertionSuccess();
+}
+
+/// Runs `action` and returns the message of the servelab::Error it throws; a test failure (and "")
+/// if it throws none.
+template <typename Action>
+std::string error_message(Action&& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected a servelab::Error";
+  return "";
 }
 
 }  // namespace servelab::testing

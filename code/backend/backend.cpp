@@ -28,11 +28,15 @@ ContiguousKvCache Backend::allocate_kv_cache(int64_t num_layers, int64_t capacit
   return cache;
 }
 
-PagedKvCache Backend::allocate_paged_kv_cache(int64_t num_layers, int64_t num_blocks,
-                                              int64_t block_size, int64_t num_kv_heads,
-                                              int64_t head_dim) {
+namespace {
+
+/// A paged KV cache whose per-layer tensors come from `allocate(shape)`: device or pinned host.
+template <typename Allocate>
+PagedKvCache make_paged_kv_cache(const char* what, int64_t num_layers, int64_t num_blocks,
+                                 int64_t block_size, int64_t num_kv_heads, int64_t head_dim,
+                                 Allocate&& allocate) {
   if (num_layers <= 0 || num_blocks <= 0 || block_size <= 0 || num_kv_heads <= 0 || head_dim <= 0) {
-    fail("paged KV cache sizes must be positive: layers ", num_layers, ", blocks ", num_blocks,
+    fail(what, " sizes must be positive: layers ", num_layers, ", blocks ", num_blocks,
          ", block size ", block_size, ", kv heads ", num_kv_heads, ", head_dim ", head_dim);
   }
   PagedKvCache cache;
@@ -40,11 +44,21 @@ PagedKvCache Backend::allocate_paged_kv_cache(int64_t num_layers, int64_t num_bl
   cache.block_size = block_size;
   cache.num_kv_heads = num_kv_heads;
   cache.head_dim = head_dim;
+  const Shape shape = {num_blocks, block_size, num_kv_heads, head_dim};
   for (int64_t layer = 0; layer < num_layers; ++layer) {
-    cache.keys.push_back(allocate({num_blocks, block_size, num_kv_heads, head_dim}));
-    cache.values.push_back(allocate({num_blocks, block_size, num_kv_heads, head_dim}));
+    cache.keys.push_back(allocate(shape));
+    cache.values.push_back(allocate(shape));
   }
   return cache;
+}
+
+}  // namespace
+
+PagedKvCache Backend::allocate_paged_kv_cache(int64_t num_layers, int64_t num_blocks,
+                                              int64_t block_size, int64_t num_kv_heads,
+                                              int64_t head_dim) {
+  return make_paged_kv_cache("paged KV cache", num_layers, num_blocks, block_size, num_kv_heads,
+                             head_dim, [&](const Shape& shape) { return allocate(shape); });
 }
 
 Tensor Backend::allocate_host_pinned(const Shape& shape, DType dtype) {
@@ -55,22 +69,9 @@ Tensor Backend::allocate_host_pinned(const Shape& shape, DType dtype) {
 PagedKvCache Backend::allocate_host_paged_kv_cache(int64_t num_layers, int64_t num_blocks,
                                                    int64_t block_size, int64_t num_kv_heads,
                                                    int64_t head_dim, DType dtype) {
-  if (num_layers <= 0 || num_blocks <= 0 || block_size <= 0 || num_kv_heads <= 0 || head_dim <= 0) {
-    fail("host paged KV cache sizes must be positive: layers ", num_layers, ", blocks ", num_blocks,
-         ", block size ", block_size, ", kv heads ", num_kv_heads, ", head_dim ", head_dim);
-  }
-  PagedKvCache cache;
-  cache.num_blocks = num_blocks;
-  cache.block_size = block_size;
-  cache.num_kv_heads = num_kv_heads;
-  cache.head_dim = head_dim;
-  for (int64_t layer = 0; layer < num_layers; ++layer) {
-    cache.keys.push_back(
-        allocate_host_pinned({num_blocks, block_size, num_kv_heads, head_dim}, dtype));
-    cache.values.push_back(
-        allocate_host_pinned({num_blocks, block_size, num_kv_heads, head_dim}, dtype));
-  }
-  return cache;
+  return make_paged_kv_cache(
+      "host paged KV cache", num_layers, num_blocks, block_size, num_kv_heads, head_dim,
+      [&](const Shape& shape) { return allocate_host_pinned(shape, dtype); });
 }
 
 Backend::MemoryInfo Backend::memory_info() const {

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "fake_kv_cache.h"
+#include "test_helpers.h"
 
 namespace servelab {
 
@@ -24,6 +25,8 @@ inline void PrintTo(AllocationStatus status, std::ostream* out) {
 }
 
 namespace {
+
+using ::servelab::testing::error_message;
 
 using ::servelab::testing::FakeKvCache;
 using ::servelab::testing::FakePool;
@@ -52,18 +55,6 @@ std::vector<int32_t> tokens(int64_t count, int32_t first = 1000) {
 std::vector<int32_t> concat(std::vector<int32_t> head, const std::vector<int32_t>& tail) {
   head.insert(head.end(), tail.begin(), tail.end());
   return head;
-}
-
-// The message of the servelab::Error that `action` throws, or a test failure if it throws none.
-template <typename Action>
-std::string error_message(Action&& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a servelab::Error";
-  return "";
 }
 
 std::set<int32_t> distinct(const std::vector<int32_t>& blocks) {

@@ -10,23 +10,14 @@
 
 #include "block_manager/cache_plan.h"
 #include "common/error.h"
+#include "test_helpers.h"
 
 namespace servelab {
 namespace {
 
-using ::testing::HasSubstr;
+using ::servelab::testing::error_message;
 
-// The message of the servelab::Error that `action` throws, or a test failure if it throws none.
-template <typename Action>
-std::string error_message(Action&& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a servelab::Error";
-  return "";
-}
+using ::testing::HasSubstr;
 
 // Allocates a block and registers it as holding the computed prefix `hash`.
 int32_t allocate_computed(BlockPool& pool, uint64_t hash) {

@@ -101,16 +101,6 @@ DriverResult run(LlamaModel& model, const std::vector<DriverRequest>& requests, 
   return testing::run_greedy_requests(model, requests, options);
 }
 
-void expect_same_outputs(const DriverResult& actual, const DriverResult& expected) {
-  ASSERT_EQ(actual.outputs.size(), expected.outputs.size());
-  for (size_t r = 0; r < expected.outputs.size(); ++r) {
-    ASSERT_EQ(actual.outputs[r].size(), expected.outputs[r].size()) << "request " << r;
-    for (size_t t = 0; t < expected.outputs[r].size(); ++t)
-      ASSERT_EQ(actual.outputs[r][t], expected.outputs[r][t])
-          << "request " << r << " differs first at generated token " << t;
-  }
-}
-
 // The eight requests need up to about 8 x 56 = 450 blocks; 100 blocks hold two of them.
 TEST(CudaPreemption, SwapAndRecomputeLeaveLongGreedyOutputsUnchanged) {
   REQUIRE_GPU();
@@ -126,7 +116,7 @@ TEST(CudaPreemption, SwapAndRecomputeLeaveLongGreedyOutputsUnchanged) {
   EXPECT_GT(distinct.size(), 20u);
 
   DriverResult swapped = run(model, requests, 100, PreemptionMode::kSwap);
-  expect_same_outputs(swapped, ample);
+  EXPECT_TRUE(testing::same_outputs(swapped, ample));
   EXPECT_GE(swapped.stats.swap_outs, 5);
   EXPECT_GT(swapped.moved.bytes_swapped_in, 0);
   EXPECT_EQ(swapped.stats.gpu_blocks_used, 0);
@@ -136,13 +126,13 @@ TEST(CudaPreemption, SwapAndRecomputeLeaveLongGreedyOutputsUnchanged) {
             << " steps (ample: " << ample.steps << ")\n";
 
   DriverResult recomputed = run(model, requests, 100, PreemptionMode::kRecompute);
-  expect_same_outputs(recomputed, ample);
+  EXPECT_TRUE(testing::same_outputs(recomputed, ample));
   EXPECT_GE(recomputed.stats.recompute_preemptions, 5);
   std::cout << "recompute: " << recomputed.stats.recompute_preemptions << " preemptions, "
             << recomputed.recomputed_tokens << " tokens prefilled again\n";
 
   DriverResult cached = run(model, requests, 100, PreemptionMode::kRecompute, true);
-  expect_same_outputs(cached, ample);
+  EXPECT_TRUE(testing::same_outputs(cached, ample));
   EXPECT_GT(cached.stats.prefix_hits, 0);
 }
 

@@ -5,6 +5,9 @@
 // full version of the same loop.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <deque>
 #include <string>
 #include <vector>
@@ -38,6 +41,30 @@ struct DriverResult {
   int64_t max_running_seen = 0;
   int64_t recomputed_tokens = 0;  ///< tokens prefilled again after a recompute preemption
 };
+
+/// Passes when two runs generated the same tokens for every request; the failure names the first
+/// request and token that differ.
+inline ::testing::AssertionResult same_outputs(const DriverResult& actual,
+                                               const DriverResult& expected) {
+  if (actual.outputs.size() != expected.outputs.size())
+    return ::testing::AssertionFailure() << "different numbers of requests";
+  for (size_t r = 0; r < expected.outputs.size(); ++r) {
+    const auto& got = actual.outputs[r];
+    const auto& want = expected.outputs[r];
+    for (size_t t = 0; t < std::min(got.size(), want.size()); ++t) {
+      if (got[t] != want[t]) {
+        return ::testing::AssertionFailure()
+               << "request " << r << " differs first at generated token " << t << ": " << got[t]
+               << " instead of " << want[t];
+      }
+    }
+    if (got.size() != want.size()) {
+      return ::testing::AssertionFailure() << "request " << r << " generated " << got.size()
+                                           << " tokens instead of " << want.size();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
 
 inline DriverResult run_greedy_requests(LlamaModel& model,
                                         const std::vector<DriverRequest>& requests,

@@ -68,16 +68,6 @@ class CpuPreemption : public ::testing::Test {
     return result;
   }
 
-  static void expect_same_outputs(const DriverResult& actual, const DriverResult& expected) {
-    ASSERT_EQ(actual.outputs.size(), expected.outputs.size());
-    for (size_t r = 0; r < expected.outputs.size(); ++r) {
-      ASSERT_EQ(actual.outputs[r].size(), expected.outputs[r].size()) << "request " << r;
-      for (size_t t = 0; t < expected.outputs[r].size(); ++t)
-        ASSERT_EQ(actual.outputs[r][t], expected.outputs[r][t])
-            << "request " << r << " differs first at generated token " << t;
-    }
-  }
-
   static void expect_everything_freed(const DriverResult& result) {
     EXPECT_EQ(result.stats.gpu_blocks_used, 0);
     EXPECT_EQ(result.stats.cpu_blocks_used, 0);
@@ -102,7 +92,7 @@ TEST_F(CpuPreemption, SwappingRequestsOutAndInLeavesGreedyOutputsUnchanged) {
   EXPECT_EQ(ample().max_running_seen, 6);
 
   DriverResult small = run(stories(), kSmallBlocks, PreemptionMode::kSwap);
-  expect_same_outputs(small, ample());
+  EXPECT_TRUE(testing::same_outputs(small, ample()));
   EXPECT_GE(small.stats.swap_outs, 5) << "the small pool must force many swaps";
   EXPECT_EQ(small.stats.swap_ins, small.stats.swap_outs);
   EXPECT_EQ(small.stats.recompute_preemptions, 0);
@@ -116,7 +106,7 @@ TEST_F(CpuPreemption, SwappingRequestsOutAndInLeavesGreedyOutputsUnchanged) {
 
 TEST_F(CpuPreemption, RecomputingPreemptedRequestsLeavesGreedyOutputsUnchanged) {
   DriverResult small = run(stories(), kSmallBlocks, PreemptionMode::kRecompute);
-  expect_same_outputs(small, ample());
+  EXPECT_TRUE(testing::same_outputs(small, ample()));
   EXPECT_GE(small.stats.recompute_preemptions, 5) << "the small pool must force many recomputes";
   EXPECT_EQ(small.stats.swap_outs, 0);
   EXPECT_GT(small.recomputed_tokens, 0);
@@ -128,7 +118,7 @@ TEST_F(CpuPreemption, RecomputingPreemptedRequestsLeavesGreedyOutputsUnchanged) 
 TEST_F(CpuPreemption, SwapFallsBackToRecomputeWhenTheCpuPoolIsFullAndOutputsStayTheSame) {
   // Room in the CPU pool for about one swapped request: the others are recomputed.
   DriverResult mixed = run(stories(), kSmallBlocks, PreemptionMode::kSwap, 16, false, 24);
-  expect_same_outputs(mixed, ample());
+  EXPECT_TRUE(testing::same_outputs(mixed, ample()));
   EXPECT_GT(mixed.stats.swap_outs, 0);
   EXPECT_GT(mixed.stats.recompute_preemptions, 0);
   expect_everything_freed(mixed);
@@ -141,7 +131,7 @@ TEST_F(CpuPreemption, SmallBlocksPreemptedOftenGiveTheSameOutputs) {
   for (auto& request : requests) request.max_new_tokens = 100;
   DriverResult ample = run(requests, 512, PreemptionMode::kSwap, 4);
   DriverResult small = run(requests, 64, PreemptionMode::kSwap, 4);
-  expect_same_outputs(small, ample);
+  EXPECT_TRUE(testing::same_outputs(small, ample));
   EXPECT_GT(small.stats.swap_outs, 0);
 }
 
@@ -161,7 +151,7 @@ TEST_F(CpuPreemption, PrefixCachingSharesALongCommonPrefixWithoutChangingOutputs
 
   DriverResult plain = run(requests, kAmpleBlocks, PreemptionMode::kSwap, 16, false);
   DriverResult cached = run(requests, kAmpleBlocks, PreemptionMode::kSwap, 16, true);
-  expect_same_outputs(cached, plain);
+  EXPECT_TRUE(testing::same_outputs(cached, plain));
   EXPECT_EQ(plain.stats.prefix_hits, 0);
   // All eight are admitted in the first step, before any block is computed: the first step
   // finds nothing. Requests that arrive later do: run them once more, one at a time.
@@ -174,7 +164,7 @@ TEST_F(CpuPreemption, PrefixCachingSharesALongCommonPrefixWithoutChangingOutputs
   options.blocks.enable_prefix_caching = true;
   options.max_running = 1;
   DriverResult one_by_one = testing::run_greedy_requests(*model_, staggered, options);
-  expect_same_outputs(one_by_one, plain);
+  EXPECT_TRUE(testing::same_outputs(one_by_one, plain));
   const int64_t common_blocks = static_cast<int64_t>(tokenizer_->encode(common).size()) / 16;
   ASSERT_GE(common_blocks, 2);
   // Every request after the first finds at least the common prefix's full blocks.
@@ -190,7 +180,7 @@ TEST_F(CpuPreemption, PrefixCachingUnderPreemptionGivesTheSameOutputs) {
   // Recompute with prefix caching: a recomputed request finds the blocks it left behind, as long
   // as no one evicted them. (Swap with prefix caching is covered by the property test.)
   DriverResult cached = run(stories(), kSmallBlocks, PreemptionMode::kRecompute, 16, true);
-  expect_same_outputs(cached, ample());
+  EXPECT_TRUE(testing::same_outputs(cached, ample()));
   EXPECT_GT(cached.stats.prefix_hits, 0);
 }
 

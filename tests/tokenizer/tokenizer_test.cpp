@@ -8,11 +8,14 @@
 #include <vector>
 
 #include "common/error.h"
+#include "test_helpers.h"
 #include "test_paths.h"
 #include "tokenizer/trained_models.h"
 
 namespace servelab {
 namespace {
+
+using ::servelab::testing::error_message;
 
 using testing::make_temp_dir;
 using testing::read_file;
@@ -41,18 +44,6 @@ int32_t id_of_byte(const Tokenizer& tokenizer, int byte) {
     if (tokenizer.byte_value(id) == byte) return id;
   }
   return -1;
-}
-
-// Runs `body` and returns the servelab::Error message it throws ("" and a test failure if none).
-template <typename Body>
-std::string error_message(Body body) {
-  try {
-    body();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a servelab::Error";
-  return "";
 }
 
 class TokenizerTest : public ::testing::TestWithParam<TrainedModelKind> {
