@@ -5,6 +5,8 @@
 //   servelab_bench_model decode  [--batch-sizes 1,8,32,64,128] [--prompt 128] [--new-tokens 256]
 //                                [--layout paged|contiguous] [--json FILE]
 //   servelab_bench_model prefill [--tokens 2048] [--json FILE]
+//   servelab_bench_model swapstep [--batch-sizes 64] [--prompt 128] [--swap-blocks 128]
+//                                 [--json FILE]
 //
 // Decode: B prompts of random tokens are prefilled together, then new tokens are generated
 // greedily (argmax on the device) one step at a time, EOS ignored. tokens/s counts every new token
@@ -12,10 +14,18 @@
 // decode part alone. At each batch size one untimed run goes first (it records the CUDA graphs).
 // Bytes per step: every weight the step reads (all but the embedding table, of which one row per
 // token) plus the KV cache read and written, averaged over the run.
+//
+// Swapstep: what a swap-in costs a decode step running at the same time (the first batch size
+// only). A swap-in of S scattered blocks of 16 tokens (S = 128: 256 MiB for this shape) is issued
+// just before a step, with each swap method: "overlapped" lets layer l's attention wait only for
+// layer l's copies (the engine's way), "serial" waits for the whole swap before the step starts.
+// Also: the step alone (replayed from a CUDA graph), the step with a 1-block swap (what running
+// without a graph costs), and the swap alone. Medians over 16 steps each.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -107,7 +117,7 @@ std::vector<int64_t> parse_list(const std::string& text) {
 struct Options {
   std::string mode;
   std::vector<int64_t> batch_sizes = {1, 8, 32, 64, 128};
-  int64_t prompt = 128, new_tokens = 256, tokens = 2048;
+  int64_t prompt = 128, new_tokens = 256, tokens = 2048, swap_blocks = 128;
   std::string layout = "paged", json_path;
 };
 
@@ -128,6 +138,8 @@ Options parse(int argc, char** argv) {
       o.new_tokens = std::stoll(value);
     else if (flag == "--tokens")
       o.tokens = std::stoll(value);
+    else if (flag == "--swap-blocks")
+      o.swap_blocks = std::stoll(value);
     else if (flag == "--layout")
       o.layout = value;
     else if (flag == "--json")
@@ -135,7 +147,8 @@ Options parse(int argc, char** argv) {
     else
       fail("unknown flag ", flag);
   }
-  if (o.mode != "decode" && o.mode != "prefill") fail("mode must be decode or prefill");
+  if (o.mode != "decode" && o.mode != "prefill" && o.mode != "swapstep")
+    fail("mode must be decode, prefill or swapstep");
   if (o.layout != "paged" && o.layout != "contiguous") fail("--layout is paged or contiguous");
   return o;
 }
@@ -194,6 +207,105 @@ DecodeResult run_decode(LlamaModel& model, int64_t batch_size, const Options& o,
   return result;
 }
 
+double median_ms(std::vector<double> seconds) {
+  std::sort(seconds.begin(), seconds.end());
+  return seconds[seconds.size() / 2] * 1e3;
+}
+
+/// Decode steps at one batch size with and without a concurrent swap-in (see the file header).
+nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t batch_size,
+                            const Options& o) {
+  const ModelConfig& c = model.config();
+  const int64_t block_size = 16;
+  const int64_t repeats = 16;
+  const int64_t steps = 8 + repeats * 7;  // warm-up, plain, 2 methods x (tiny, overlapped, serial)
+  const int64_t blocks_per_seq = (o.prompt + steps + block_size - 1) / block_size;
+  const int64_t sequence_blocks = batch_size * blocks_per_seq;
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(c.vocab_size - 1));
+  PagedKvCache pool = model.new_paged_kv_cache(sequence_blocks + o.swap_blocks, block_size);
+  PagedKvCache host = backend.allocate_host_paged_kv_cache(c.num_hidden_layers, o.swap_blocks,
+                                                           block_size, c.num_key_value_heads,
+                                                           c.head_dim, backend.compute_dtype());
+  std::vector<int32_t> order(static_cast<size_t>(pool.num_blocks));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch_size));
+  for (int64_t s = 0; s < batch_size; ++s)
+    tables[s].assign(order.begin() + s * blocks_per_seq, order.begin() + (s + 1) * blocks_per_seq);
+  // The swap-in's destinations: the blocks no sequence uses, in shuffled order.
+  Backend::BlockPairs swap_pairs, one_pair;
+  for (int64_t i = 0; i < o.swap_blocks; ++i)
+    swap_pairs.emplace_back(static_cast<int32_t>(i), order[sequence_blocks + i]);
+  one_pair.push_back(swap_pairs.front());
+
+  std::vector<ForwardSequence> batch(static_cast<size_t>(batch_size));
+  for (int64_t s = 0; s < batch_size; ++s) {
+    for (int64_t i = 0; i < o.prompt; ++i) batch[s].tokens.push_back(token(rng));
+    batch[s].paged_cache = &pool;
+    batch[s].block_table = &tables[s];
+  }
+  std::vector<int32_t> next = model.forward_greedy(batch);
+  int64_t cached = o.prompt;
+  // One decode step; `before` runs just before it and is timed with it.
+  auto step = [&](const std::function<void()>& before) {
+    for (int64_t s = 0; s < batch_size; ++s) {
+      batch[s].num_cached = cached;
+      batch[s].tokens = {next[s]};
+    }
+    backend.synchronize();
+    auto start = std::chrono::steady_clock::now();
+    before();
+    next = model.forward_greedy(batch);  // returns host tokens: the step has finished
+    const double seconds = seconds_since(start);
+    ++cached;
+    return seconds;
+  };
+  auto measure = [&](const std::function<void()>& before) {
+    std::vector<double> times;
+    for (int64_t r = 0; r < repeats; ++r) times.push_back(step(before));
+    return median_ms(times);
+  };
+  for (int i = 0; i < 8; ++i) step([] {});
+  nlohmann::json result = {
+      {"batch", batch_size},
+      {"block_size", block_size},
+      {"swap_blocks", o.swap_blocks},
+      {"swap_bytes", o.swap_blocks * 2 * c.num_hidden_layers * block_size * c.kv_size() * 2},
+      {"plain_step_ms", measure([] {})},
+      {"methods", nlohmann::json::array()}};
+  std::fprintf(stderr, "[bench] swapstep batch %lld: plain step %.3f ms\n",
+               static_cast<long long>(batch_size), result["plain_step_ms"].get<double>());
+  for (SwapCopy method : {SwapCopy::kKernel, SwapCopy::kMemcpy}) {
+    backend.set_swap_copy(method);
+    const char* name = method == SwapCopy::kKernel ? "kernel" : "memcpy";
+    std::vector<double> alone;
+    for (int64_t r = 0; r < repeats; ++r) {
+      backend.synchronize();
+      auto start = std::chrono::steady_clock::now();
+      backend.swap_blocks(host, pool, swap_pairs);
+      backend.synchronize();
+      alone.push_back(seconds_since(start));
+    }
+    const double tiny = measure([&] { backend.swap_blocks(host, pool, one_pair); });
+    const double overlapped = measure([&] { backend.swap_blocks(host, pool, swap_pairs); });
+    const double serial = measure([&] {
+      backend.swap_blocks(host, pool, swap_pairs);
+      backend.synchronize();
+    });
+    result["methods"].push_back({{"method", name},
+                                 {"swap_alone_ms", median_ms(alone)},
+                                 {"step_with_one_block_swap_ms", tiny},
+                                 {"overlapped_step_ms", overlapped},
+                                 {"serial_step_ms", serial}});
+    std::fprintf(stderr,
+                 "[bench]   %s: swap alone %.2f ms, step + 1-block swap %.3f ms, overlapped %.2f "
+                 "ms, serial %.2f ms\n",
+                 name, median_ms(alone), tiny, overlapped, serial);
+  }
+  return result;
+}
+
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
   CudaBackend backend(CudaBackendOptions{DType::kBF16});
@@ -216,7 +328,9 @@ int run(int argc, char** argv) {
                           {"weight_bytes", params * 2},
                           {"weight_bytes_read_per_step", weight_bytes_read}}}};
 
-  if (o.mode == "decode") {
+  if (o.mode == "swapstep") {
+    out["swapstep"] = run_swapstep(model, backend, o.batch_sizes.front(), o);
+  } else if (o.mode == "decode") {
     out["layout"] = o.layout;
     out["decode"] = nlohmann::json::array();
     for (int64_t batch_size : o.batch_sizes) {

@@ -27,7 +27,7 @@ import shutil
 import sys
 
 INPUTS = ["meta.json", "ceilings.json", "attention.json", "sdpa.json", "hf_decode.json",
-          "model_decode.json", "model_prefill.json", "swap.json"]
+          "model_decode.json", "model_prefill.json", "swap.json", "model_swapstep.json"]
 
 # The floors servelab's CUDA engine is held to (issue 4).
 FLOOR_BATCH1_FRACTION = 0.85      # batch-1 decode: achieved GB/s / copy bandwidth
@@ -512,6 +512,23 @@ def section_swap(data, facts):
         lines.append("")
         lines.append(table(["block size", "method", "blocks", "bytes", "swap-in ms", "GB/s", "of H→D link",
                             "swap-in / prefill time"], rows))
+        lines.append("")
+    step = (data.get("model_swapstep.json") or {}).get("swapstep")
+    if step and step.get("methods"):
+        lines.append(f"A swap-in during decoding: batch-{step['batch']} decode steps of the Llama-3-8B-shaped "
+                     f"model with a swap-in of {step['swap_blocks']} scattered blocks "
+                     f"({step['swap_bytes'] / 2**20:.0f} MiB) issued just before each step "
+                     "(`servelab_bench_model swapstep`). *Overlapped*: the engine's way, layer l's attention waits "
+                     "for layer l's copies only; *serial*: the step starts after the whole swap. The step alone "
+                     f"(replayed from a CUDA graph) takes {step['plain_step_ms']:.2f} ms; medians of 16 steps.")
+        lines.append("")
+        rows = []
+        for m in step["methods"]:
+            rows.append((m["method"], f"{m['swap_alone_ms']:.2f}", f"{m['step_with_one_block_swap_ms']:.2f}",
+                         f"{m['overlapped_step_ms']:.2f}", f"{m['serial_step_ms']:.2f}",
+                         f"{m['serial_step_ms'] - m['overlapped_step_ms']:.2f}"))
+        lines.append(table(["method", "swap alone ms", "step + 1-block swap ms (no graph)",
+                            "overlapped step ms", "serial step ms", "saved by overlap ms"], rows))
         lines.append("")
     if swap.get("verified") is False:
         lines.append("**Swapped-out blocks did not hold the GPU blocks' bytes**: " +

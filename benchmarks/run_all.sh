@@ -21,7 +21,7 @@ usage: benchmarks/run_all.sh [--quick] [--out DIR] [--build DIR] [--only LIST] [
                              killed at it, none starts within 15 s of it, and hf_decode.py starts
                              no run in its last 200 s (gpu_check.sh sets it from its time budget)
 The files: meta.json ceilings.json attention.json sdpa.json model_decode.json model_prefill.json
-swap.json hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
+swap.json model_swapstep.json hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
 keeps the earlier runs (same device) that the rerun does not measure again.
 Native binaries run with $SERVELAB_LD_LIBRARY_PATH prepended to LD_LIBRARY_PATH (gpu_check.sh
 sets it to the unpacked .carry libraries); Python ones do not.
@@ -220,6 +220,12 @@ if selected swap; then
     bench swap native "$exe" --json "$out/swap.json" "${quick_flag[@]}"
   else
     missing_binary servelab_bench_swap swap
+  fi
+  if exe=$(binary servelab_bench_model); then
+    bench swap-during-decode native "$exe" swapstep --batch-sizes 64 --prompt 128 --swap-blocks 128 \
+      --json "$out/model_swapstep.json"
+  else
+    missing_binary servelab_bench_model swap
   fi
 fi
 
