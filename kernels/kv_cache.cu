@@ -18,7 +18,7 @@
 //   v2 (this file) 16-byte units whenever the row (block) size is a multiple of 16 bytes and the
 //      pointers are aligned; the element copy remains as the fallback for odd sizes.
 // measured (H100 80GB HBM3, 2026-11-22, benchmarks/swap_bench.cu): copy_blocks of shuffled
-//   Llama-3-8B blocks (bf16, 32 layers) at 2.3-2.5 TB/s read + write, 75-84% of the copy
+//   Llama-3-8B blocks (bf16, 32 layers) at 2.4-2.7 TB/s read + write, 79-91% of the copy
 //   bandwidth, block sizes 8-64. write_paged_kv: not measured separately.
 //
 // Ladder (swap_blocks, device <-> pinned host; the CUDA backend can still run v1, see
@@ -27,16 +27,23 @@
 //      (CudaBackend::swap_blocks). Each call costs microseconds of driver work and DMA set-up, so
 //      shuffled small blocks (32 KiB per layer per keys/values at block size 16: 8192 calls per
 //      GiB) reach a fifth of the host link; consecutive blocks reach the link.
-//   v2 (this file) zero-copy kernel, one launch per layer (so the per-layer swap events stay):
+//   v2 zero-copy kernel, one launch per layer (so the per-layer swap events stay):
 //      the pinned host pool is mapped into the device's address space (unified addressing), so
 //      the kernel's threads read or write host memory themselves over the link, 16 bytes each,
 //      with every block pair of the layer in flight at once. Each thread issues kSwapUnroll
 //      loads before its stores, so enough requests are outstanding to cover the link's latency
 //      on swap-in (reads from the host); swap-out's stores to the host are posted writes.
 //      Block bytes that are not a multiple of 16 fall back to element units (correct, slower).
-// measured (H100 80GB HBM3, PCIe link 54.9-55.2 GB/s, 2026-11-22, 1 GiB of Llama-3-8B KV blocks
-//   in random order): v1 5.5-11.0 GB/s at block sizes 8-16, 24.9-25.0 GB/s at 64 (96-98% only
-//   for blocks in order); v2 48.9-51.8 GB/s, 89-94% of the link, at every block size and order. Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
+//   v3 (this file) the same kernel with its grid capped at kSwapMaxBlocks per keys/values, and
+//      the compute stream at the device's highest priority: v2's grid filled every SM with
+//      threads waiting on PCIe, so a forward running beside a swap got no SMs until it finished.
+// measured (H100 80GB HBM3, PCIe link 55.2-55.4 GB/s, 2026-11-22, 1 GiB of Llama-3-8B KV blocks
+//   in random order): v1 5.6-11.2 GB/s at block sizes 8-16, 25.5-26.0 GB/s at 64 (97-99% only
+//   for blocks in order); v2 (07:17 UTC) and v3 (07:45) 48.9-52.0 GB/s, 89-94% of the link, at
+//   every block size and order. A batch-64 decode step (7.78 ms alone) with a 256 MiB swap-in
+//   issued before it: v2 13.63 ms, no better than swap then step (13.31); v3 11.97 ms against 13.37
+//   serial. Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda_utils.cuh"
@@ -51,6 +58,10 @@ constexpr int kCopyThreads = 256;
 // large block is spread over several thread blocks and even a few pairs fill the GPU.
 constexpr int kSwapUnroll = 4;
 constexpr int64_t kSwapChunkUnits = int64_t{kCopyThreads} * kSwapUnroll;
+// Thread blocks per swap launch for keys, and as many for values: 64 blocks keep 1 MiB of loads
+// in flight, far more than the host link's bandwidth-delay product (55 GB/s x ~2 us = 110 KB),
+// while leaving most of the SMs to the forward running beside the swap.
+constexpr int64_t kSwapMaxBlocks = 32;
 
 bool aligned_16(const void* pointer) {
   return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
@@ -99,37 +110,43 @@ __global__ void __launch_bounds__(kCopyThreads)
   }
 }
 
-// For chunk blockIdx.x % chunks_per_block of pair blockIdx.x / chunks_per_block, keys
-// (blockIdx.y == 0) or values (1): block pairs[2i] of the source layer -> block pairs[2i + 1] of
-// the destination layer. Each block is [block_units] units. Either side may be mapped pinned
-// host memory: the loads and stores then cross the host link. The pairs never read a block that
-// another pair writes (the backend checks), so no load can see a store of this launch.
+// Work item w (of num_chunks = pairs x chunks_per_block) is chunk w % chunks_per_block of pair
+// w / chunks_per_block; blockIdx.y picks keys (0) or values (1): block pairs[2i] of the source
+// layer -> block pairs[2i + 1] of the destination layer. Each block is [block_units] units. Either
+// side may be mapped pinned host memory: the loads and stores then cross the host link. The grid
+// is capped (kSwapMaxBlocks) and strides over the work: a swap runs beside a forward on the
+// compute stream, and a grid that filled every SM with threads waiting on PCIe would hold the
+// forward's kernels off until it finished. The pairs never read a block that another pair writes
+// (the backend checks), so no load can see a store of this launch.
 template <typename Unit>
 __global__ void __launch_bounds__(kCopyThreads)
     swap_blocks_kernel(const Unit* key_source, const Unit* value_source, Unit* key_destination,
                        Unit* value_destination, const int32_t* __restrict__ pairs,
-                       int64_t block_units, int chunks_per_block) {
-  const int64_t pair = static_cast<int64_t>(blockIdx.x) / chunks_per_block;
-  const int64_t chunk = static_cast<int64_t>(blockIdx.x) % chunks_per_block;
-  const int64_t source = pairs[2 * pair];
-  const int64_t destination = pairs[2 * pair + 1];
-  if (source < 0 || destination < 0) return;  // never index before the pool
+                       int64_t block_units, int64_t num_chunks, int chunks_per_block) {
   const bool values = blockIdx.y == 1;
-  const Unit* from = (values ? value_source : key_source) + source * block_units;
-  Unit* to = (values ? value_destination : key_destination) + destination * block_units;
-  const int64_t begin = chunk * kSwapChunkUnits;
-  const int64_t end = begin + kSwapChunkUnits < block_units ? begin + kSwapChunkUnits : block_units;
-  for (int64_t first = begin + threadIdx.x; first < end; first += kSwapChunkUnits) {
-    Unit buffer[kSwapUnroll];
+  for (int64_t work = blockIdx.x; work < num_chunks; work += gridDim.x) {
+    const int64_t pair = work / chunks_per_block;
+    const int64_t chunk = work % chunks_per_block;
+    const int64_t source = pairs[2 * pair];
+    const int64_t destination = pairs[2 * pair + 1];
+    if (source < 0 || destination < 0) continue;  // never index before the pool
+    const Unit* from = (values ? value_source : key_source) + source * block_units;
+    Unit* to = (values ? value_destination : key_destination) + destination * block_units;
+    const int64_t begin = chunk * kSwapChunkUnits;
+    const int64_t end =
+        begin + kSwapChunkUnits < block_units ? begin + kSwapChunkUnits : block_units;
+    for (int64_t first = begin + threadIdx.x; first < end; first += kSwapChunkUnits) {
+      Unit buffer[kSwapUnroll];
 #pragma unroll
-    for (int u = 0; u < kSwapUnroll; ++u) {
-      const int64_t i = first + int64_t{u} * kCopyThreads;
-      if (i < end) buffer[u] = from[i];
-    }
+      for (int u = 0; u < kSwapUnroll; ++u) {
+        const int64_t i = first + int64_t{u} * kCopyThreads;
+        if (i < end) buffer[u] = from[i];
+      }
 #pragma unroll
-    for (int u = 0; u < kSwapUnroll; ++u) {
-      const int64_t i = first + int64_t{u} * kCopyThreads;
-      if (i < end) to[i] = buffer[u];
+      for (int u = 0; u < kSwapUnroll; ++u) {
+        const int64_t i = first + int64_t{u} * kCopyThreads;
+        if (i < end) to[i] = buffer[u];
+      }
     }
   }
 }
@@ -246,15 +263,11 @@ void swap_blocks(DType dtype, const void* key_source, const void* value_source,
     const int64_t block_units = block_bytes / static_cast<int64_t>(sizeof(Unit));
     const int64_t chunks_per_block = (block_units + kSwapChunkUnits - 1) / kSwapChunkUnits;
     const int64_t num_chunks = chunks_per_block * num_pairs;
-    if (num_chunks > INT32_MAX) {
-      fail("swap_blocks: ", num_pairs, " pairs of ", block_bytes, "-byte blocks make ", num_chunks,
-           " thread blocks, more than one launch holds (2^31 - 1); split the call");
-    }
-    const dim3 grid(static_cast<unsigned>(num_chunks), 2);
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(num_chunks, kSwapMaxBlocks)), 2);
     swap_blocks_kernel<Unit><<<grid, kCopyThreads, 0, stream>>>(
         static_cast<const Unit*>(key_source), static_cast<const Unit*>(value_source),
         static_cast<Unit*>(key_destination), static_cast<Unit*>(value_destination), pairs,
-        block_units, static_cast<int>(chunks_per_block));
+        block_units, num_chunks, static_cast<int>(chunks_per_block));
   });
   SERVELAB_CHECK_LAUNCH("swap_blocks");
 }

@@ -195,7 +195,12 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   if (graphs != nullptr && std::string(graphs) == "0") options_.use_graphs = false;
   options_.swap_copy = resolve_swap_copy(options_.swap_copy);  // the environment is read once
   CUDA_CHECK(cudaSetDevice(options_.device));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  // The compute stream gets the device's highest priority: when a swap on the swap stream (the
+  // default, lowest priority) and a forward both have thread blocks waiting, the forward's go
+  // first.
+  int lowest_priority = 0, highest_priority = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest_priority, &highest_priority));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, highest_priority));
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // An explicit workspace: cuBLAS then never allocates inside a graph capture.
