@@ -20,7 +20,8 @@
 // just before a step, with each swap method: "overlapped" lets layer l's attention wait only for
 // layer l's copies (the engine's way), "serial" waits for the whole swap before the step starts.
 // Also: the step alone (replayed from a CUDA graph), the step with a 1-block swap (what running
-// without a graph costs), and the swap alone. Medians over 16 steps each.
+// without a graph costs), and the swap alone; and the kernel's grid cap swept from 4 to
+// unlimited thread blocks (per keys and per values). Medians over 16 steps each.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -218,7 +219,19 @@ nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t bat
   const ModelConfig& c = model.config();
   const int64_t block_size = 16;
   const int64_t repeats = 16;
-  const int64_t steps = 8 + repeats * 7;  // warm-up, plain, 2 methods x (tiny, overlapped, serial)
+  // The kernel at its default grid, then memcpy, then the kernel's grid cap swept (a ladder:
+  // how many thread blocks the swap may take from the forward).
+  struct Variant {
+    SwapCopy method;
+    int kernel_blocks;  // 0: the default cap
+  };
+  const std::vector<Variant> variants = {{SwapCopy::kKernel, 0},     {SwapCopy::kMemcpy, 0},
+                                         {SwapCopy::kKernel, 4},     {SwapCopy::kKernel, 8},
+                                         {SwapCopy::kKernel, 16},    {SwapCopy::kKernel, 128},
+                                         {SwapCopy::kKernel, 100000}};
+  // Warm-up, plain, then (plain again: the context grows, 1-block swap, overlapped, serial) per
+  // variant.
+  const int64_t steps = 8 + repeats * (1 + 4 * static_cast<int64_t>(variants.size()));
   const int64_t blocks_per_seq = (o.prompt + steps + block_size - 1) / block_size;
   const int64_t sequence_blocks = batch_size * blocks_per_seq;
   std::mt19937 rng(4);
@@ -276,9 +289,15 @@ nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t bat
       {"methods", nlohmann::json::array()}};
   std::fprintf(stderr, "[bench] swapstep batch %lld: plain step %.3f ms\n",
                static_cast<long long>(batch_size), result["plain_step_ms"].get<double>());
-  for (SwapCopy method : {SwapCopy::kKernel, SwapCopy::kMemcpy}) {
+  for (const Variant& variant : variants) {
+    const SwapCopy method = variant.method;
     backend.set_swap_copy(method);
-    const char* name = method == SwapCopy::kKernel ? "kernel" : "memcpy";
+    backend.set_swap_kernel_blocks(variant.kernel_blocks);
+    const std::string name =
+        method == SwapCopy::kMemcpy ? std::string("memcpy")
+        : variant.kernel_blocks == 0
+            ? std::string("kernel")
+            : "kernel, grid cap " + std::to_string(variant.kernel_blocks) + " x 2";
     std::vector<double> alone;
     for (int64_t r = 0; r < repeats; ++r) {
       backend.synchronize();
@@ -287,6 +306,7 @@ nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t bat
       backend.synchronize();
       alone.push_back(seconds_since(start));
     }
+    const double plain = measure([] {});  // the baseline at this variant's context length
     const double tiny = measure([&] { backend.swap_blocks(host, pool, one_pair); });
     const double overlapped = measure([&] { backend.swap_blocks(host, pool, swap_pairs); });
     const double serial = measure([&] {
@@ -295,13 +315,15 @@ nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t bat
     });
     result["methods"].push_back({{"method", name},
                                  {"swap_alone_ms", median_ms(alone)},
+                                 {"plain_step_ms", plain},
                                  {"step_with_one_block_swap_ms", tiny},
                                  {"overlapped_step_ms", overlapped},
                                  {"serial_step_ms", serial}});
-    std::fprintf(stderr,
-                 "[bench]   %s: swap alone %.2f ms, step + 1-block swap %.3f ms, overlapped %.2f "
-                 "ms, serial %.2f ms\n",
-                 name, median_ms(alone), tiny, overlapped, serial);
+    std::fprintf(
+        stderr,
+        "[bench]   %s: swap alone %.2f ms, step alone %.3f ms, step + 1-block swap %.3f ms, "
+        "overlapped %.2f ms, serial %.2f ms\n",
+        name.c_str(), median_ms(alone), plain, tiny, overlapped, serial);
   }
   return result;
 }

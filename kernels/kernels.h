@@ -156,9 +156,12 @@ void copy_blocks(DType dtype, void* const* key_caches, void* const* value_caches
 /// @param key_destination, value_destination [destination_blocks, block_size, num_kv_heads,
 ///        head_dim]; device memory or mapped pinned host memory, any of the four
 /// @param pairs [2 * num_pairs] int32, device memory
+/// @param max_thread_blocks the grid's cap, for keys and again for values (0: the default,
+///        kv_cache.cu's kSwapMaxBlocks): fewer leave more SMs to a forward running beside it
 void swap_blocks(DType dtype, const void* key_source, const void* value_source,
                  void* key_destination, void* value_destination, const int32_t* pairs,
-                 int num_pairs, int64_t block_elements, cudaStream_t stream);
+                 int num_pairs, int64_t block_elements, cudaStream_t stream,
+                 int max_thread_blocks = 0);
 
 // paged_attention.cu -- PagedAttention decode: one new token per sequence.
 

@@ -37,12 +37,14 @@
 //   v3 (this file) the same kernel with its grid capped at kSwapMaxBlocks per keys/values, and
 //      the compute stream at the device's highest priority: v2's grid filled every SM with
 //      threads waiting on PCIe, so a forward running beside a swap got no SMs until it finished.
-// measured (H100 80GB HBM3, PCIe link 55.2-55.4 GB/s, 2026-11-22, 1 GiB of Llama-3-8B KV blocks
-//   in random order): v1 5.6-11.2 GB/s at block sizes 8-16, 25.5-26.0 GB/s at 64 (97-99% only
-//   for blocks in order); v2 (07:17 UTC) and v3 (07:45) 48.9-52.0 GB/s, 89-94% of the link, at
-//   every block size and order. A batch-64 decode step (7.78 ms alone) with a 256 MiB swap-in
-//   issued before it: v2 13.63 ms, no better than swap then step (13.31); v3 11.97 ms against 13.37
-//   serial. Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
+// measured (H100 80GB HBM3, PCIe link ~55 GB/s, 2026-11-22, 1 GiB of Llama-3-8B KV blocks in
+//   random order): v1 5.6-11.3 GB/s at block sizes 8-16, 25.5-26.0 GB/s at 64 (97-98% only for
+//   blocks in order); v2 (07:17 UTC) 48.9-52.0 GB/s, 89-94% of the link in any order; v3 with 4
+//   blocks per keys/values (07:55): swap-out 92-93%, swap-in 84-89% shuffled, 72-84% in order.
+//   A batch-64 decode step (7.85 ms alone) with a 256 MiB swap-in issued just before it: v2
+//   13.63 ms, no better than swap then step; v3 10.54 ms (caps of 8 + 8: 11.75 ms, 16 + 16:
+//   12.78, 128 + 128: 14.72, none: 15.28; servelab_bench_model swapstep).
+//   Details: benchmarks/results/2026-11-22-h100-80gb-hbm3.md.
 #include <algorithm>
 #include <cstdint>
 
@@ -58,10 +60,11 @@ constexpr int kCopyThreads = 256;
 // large block is spread over several thread blocks and even a few pairs fill the GPU.
 constexpr int kSwapUnroll = 4;
 constexpr int64_t kSwapChunkUnits = int64_t{kCopyThreads} * kSwapUnroll;
-// Thread blocks per swap launch for keys, and as many for values: 64 blocks keep 1 MiB of loads
-// in flight, far more than the host link's bandwidth-delay product (55 GB/s x ~2 us = 110 KB),
-// while leaving most of the SMs to the forward running beside the swap.
-constexpr int64_t kSwapMaxBlocks = 32;
+// Thread blocks per swap launch for keys, and as many for values. 8 blocks keep 128 KiB of loads
+// in flight, already more than the host link's bandwidth-delay product (55 GB/s x ~2 us = 110 KB):
+// on an H100 a swap moves at the same ~50 GB/s with a cap of 4 per keys/values as with none, and
+// a decode step beside it loses the least (the sweep in servelab_bench_model swapstep).
+constexpr int64_t kSwapMaxBlocks = 4;
 
 bool aligned_16(const void* pointer) {
   return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
@@ -243,8 +246,11 @@ void copy_blocks(DType dtype, void* const* key_caches, void* const* value_caches
 
 void swap_blocks(DType dtype, const void* key_source, const void* value_source,
                  void* key_destination, void* value_destination, const int32_t* pairs,
-                 int num_pairs, int64_t block_elements, cudaStream_t stream) {
+                 int num_pairs, int64_t block_elements, cudaStream_t stream,
+                 int max_thread_blocks) {
   require_float_dtype(dtype, "swap_blocks");
+  if (max_thread_blocks < 0) fail("swap_blocks: max_thread_blocks is ", max_thread_blocks);
+  const int64_t grid_cap = max_thread_blocks > 0 ? max_thread_blocks : kSwapMaxBlocks;
   if (num_pairs < 0) fail("swap_blocks: num_pairs is ", num_pairs, ", expected >= 0");
   if (block_elements <= 0) {
     fail("swap_blocks: block_elements is ", block_elements,
@@ -263,7 +269,7 @@ void swap_blocks(DType dtype, const void* key_source, const void* value_source,
     const int64_t block_units = block_bytes / static_cast<int64_t>(sizeof(Unit));
     const int64_t chunks_per_block = (block_units + kSwapChunkUnits - 1) / kSwapChunkUnits;
     const int64_t num_chunks = chunks_per_block * num_pairs;
-    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(num_chunks, kSwapMaxBlocks)), 2);
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(num_chunks, grid_cap)), 2);
     swap_blocks_kernel<Unit><<<grid, kCopyThreads, 0, stream>>>(
         static_cast<const Unit*>(key_source), static_cast<const Unit*>(value_source),
         static_cast<Unit*>(key_destination), static_cast<Unit*>(value_destination), pairs,

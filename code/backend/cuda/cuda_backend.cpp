@@ -398,6 +398,11 @@ void CudaBackend::copy_blocks(PagedKvCache& cache, const BlockPairs& pairs) {
                        block_bytes / static_cast<int64_t>(dtype_size(dtype)), stream_);
 }
 
+void CudaBackend::set_swap_kernel_blocks(int blocks) {
+  if (blocks < 0) fail("swap_kernel_blocks must be >= 0 (0: the default), got ", blocks);
+  options_.swap_kernel_blocks = blocks;
+}
+
 void CudaBackend::set_swap_copy(SwapCopy swap_copy) {
   options_.swap_copy = resolve_swap_copy(swap_copy);
 }
@@ -544,7 +549,8 @@ void CudaBackend::swap_blocks(const PagedKvCache& source, PagedKvCache& destinat
       // One launch moves every pair of this layer, keys and values, through mapped host memory.
       void* const* pointers = accessible.data() + 4 * layer;
       kernels::swap_blocks(dtype, pointers[0], pointers[1], pointers[2], pointers[3], device_pairs,
-                           static_cast<int>(pairs.size()), block_elements, swap_stream_);
+                           static_cast<int>(pairs.size()), block_elements, swap_stream_,
+                           options_.swap_kernel_blocks);
     } else {
       const Tensor* from[2] = {&source.keys[layer], &source.values[layer]};
       Tensor* to[2] = {&destination.keys[layer], &destination.values[layer]};

@@ -46,6 +46,9 @@ struct CudaBackendOptions {
   /// The swap path (see SwapCopy). The kernel needs the host pool in page-locked memory that the
   /// device can address (allocate_host_pinned's); a call on any other host memory uses memcpy.
   SwapCopy swap_copy = SwapCopy::kDefault;
+  /// The swap kernel's grid cap, per keys and per values (0: the kernel's default). A benchmark
+  /// knob: more blocks move bytes no faster once the link is full, and take SMs from the forward.
+  int swap_kernel_blocks = 0;
 };
 
 /// Bump allocation from one cudaMalloc'd region, reset at every step. When a step needs more
@@ -114,6 +117,8 @@ class CudaBackend : public Backend {
   /// Switches the swap path from the next swap_blocks call on (benchmarks compare the two);
   /// kDefault resolves as at construction.
   void set_swap_copy(SwapCopy swap_copy);
+  /// Sets CudaBackendOptions::swap_kernel_blocks from the next swap_blocks call on.
+  void set_swap_kernel_blocks(int blocks);
   Step prepare_step(const StepLayout& layout) override;
   Tensor run_step(const Step& step, const std::function<Tensor()>& body) override;
 
