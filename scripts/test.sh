@@ -17,17 +17,23 @@ step "1/6 setup"
 bash scripts/setup.sh || exit 1
 
 step "2/6 build (build/)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo ${SERVELAB_CMAKE_ARGS:-} >/dev/null || exit 1
+# The GPU benchmarks are left out here (scripts/gpu_check.sh builds and runs them on a GPU): CI has
+# 30 minutes on 2 cores.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSERVELAB_GPU_BENCHMARKS=OFF \
+  ${SERVELAB_CMAKE_ARGS:-} >/dev/null || exit 1
 cmake --build build -j "$JOBS" || exit 1
 
 step "3/6 tests: unit, e2e, labs (gpu tests skip without a GPU)"
 ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 | tee build/ctest.log || failed+=("ctest")
 
 step "4/6 sanitizers (build-sanitize/): unit and e2e tests under ASan + UBSan"
+# CpuPreemption (minutes of model steps; it runs in step 3) is left out here for time; the block
+# manager and cache engine it drives are covered here by their own unit and property tests.
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF >/dev/null \
   && cmake --build build-sanitize -j "$JOBS" \
   && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --test-dir build-sanitize -j "$JOBS" -L 'unit|e2e' --output-on-failure --timeout 900 \
+     ctest --test-dir build-sanitize -j "$JOBS" -L 'unit|e2e' -E '^CpuPreemption\.' \
+       --output-on-failure --timeout 900 \
   || failed+=("sanitizers")
 
 step "5/6 labs"
