@@ -16,6 +16,7 @@ usage: servelab <command> [options]
 commands:
   generate   generate text from a prompt with a Hugging Face Llama-family model
   inspect    print a model folder's configuration and tensors
+  serve      serve a model over HTTP (native and OpenAI-compatible APIs)
 
 Run `servelab <command> --help` for a command's options.
 )";
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") return servelab::cli::run_generate(args);
     if (command == "inspect") return servelab::cli::run_inspect(args);
+    if (command == "serve") return servelab::cli::run_serve(args);
     std::cerr << "servelab: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const servelab::Error& error) {
