@@ -137,6 +137,58 @@ void top_p_filter(std::vector<float>& logits, float top_p) {
   // END LAB
 }
 
+std::vector<float> log_softmax(const std::vector<float>& logits) {
+  if (logits.empty()) fail("log_softmax: the logits are empty");
+  check_no_nan(logits, "log_softmax");
+  const float max = *std::max_element(logits.begin(), logits.end());
+  if (std::isinf(max) && max < 0) fail("log_softmax: every logit is -inf");
+  double sum = 0.0;
+  for (float logit : logits) sum += std::exp(static_cast<double>(logit) - max);
+  const double log_sum = std::log(sum);
+  std::vector<float> result(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i)
+    result[i] = static_cast<float>(static_cast<double>(logits[i]) - max - log_sum);
+  return result;
+}
+
+void typical_filter(std::vector<float>& logits, float mass) {
+  if (!(mass > 0.0f && mass <= 1.0f)) {
+    fail("typical_filter: mass is ", mass, ", expected a number in (0, 1] (1 turns it off)");
+  }
+  check_no_nan(logits, "typical_filter");
+  if (mass >= 1.0f || logits.empty()) return;
+  const std::vector<float> probabilities = softmax(logits);
+  // The entropy H = -sum p log p, and each token's distance from it: |-log p - H|. Tokens with
+  // p = 0 are infinitely far (Hugging Face's nansum skips their 0 * -inf).
+  double entropy = 0.0;
+  for (float p : probabilities)
+    if (p > 0.0f) entropy -= p * std::log(static_cast<double>(p));
+  std::vector<double> distance(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double p = probabilities[i];
+    distance[i] =
+        p > 0.0 ? std::fabs(-std::log(p) - entropy) : std::numeric_limits<double>::infinity();
+  }
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&distance](int32_t a, int32_t b) {
+    return distance[a] < distance[b] || (distance[a] == distance[b] && a < b);
+  });
+  // The first token (in that order) at which the cumulative probability reaches `mass`; every
+  // token at most as far from H as it is kept.
+  double cumulative = 0.0;
+  size_t last = 0;
+  for (size_t rank = 0; rank < order.size(); ++rank) {
+    cumulative += probabilities[order[rank]];
+    if (cumulative >= mass) break;
+    last = rank + 1;
+  }
+  last = std::min(last, order.size() - 1);
+  const double threshold = distance[order[last]];
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (distance[i] > threshold) logits[i] = kMinusInfinity;
+}
+
 int32_t sample_from_probabilities(const std::vector<float>& probabilities, double uniform01) {
   if (probabilities.empty()) fail("sample_from_probabilities: the probabilities are empty");
   if (!(uniform01 >= 0.0 && uniform01 < 1.0)) {

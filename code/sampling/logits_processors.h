@@ -39,6 +39,10 @@ void apply_temperature(std::vector<float>& logits, float temperature);
 /// @return [vocab] probabilities, fp32, summing to 1 (up to rounding).
 std::vector<float> softmax(const std::vector<float>& logits);
 
+/// log(softmax(logits)), computed as logits - max - log(sum exp(logits - max)) so that it is
+/// accurate far into the tail (beam search adds these up). -inf stays -inf.
+std::vector<float> log_softmax(const std::vector<float>& logits);
+
 /// Keeps the `top_k` largest logits and sets the rest to -inf; top_k = 0 or top_k >= vocab keeps
 /// everything. Exactly top_k survive: among equal logits the lower token ids win (Hugging Face
 /// keeps every token tied with the k-th; the two differ only on exact ties).
@@ -54,6 +58,15 @@ void top_k_filter(std::vector<float>& logits, int32_t top_k);
 /// @param logits [vocab], fp32, host; modified in place. Probabilities are softmax(logits).
 /// @param top_p in (0, 1].
 void top_p_filter(std::vector<float>& logits, float top_p);
+
+/// Locally typical filtering, Hugging Face's TypicalLogitsWarper: with p = softmax(logits) and
+/// H its entropy, tokens are sorted by |-log p - H| (ascending, ties: lower id first); going down
+/// that order, the kept set grows until its probability reaches `mass` (the token that crosses it
+/// is kept, and so is every token tied with it); the rest are set to -inf. At least one token is
+/// kept. mass = 1 keeps everything.
+/// @param logits [vocab], fp32, host; modified in place.
+/// @param mass in (0, 1].
+void typical_filter(std::vector<float>& logits, float mass);
 
 /// Inverse-CDF sampling: the first token whose cumulative probability exceeds
 /// uniform01 * (sum of probabilities). A token with probability 0 is never returned.

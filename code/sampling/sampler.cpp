@@ -42,6 +42,7 @@ int32_t Sampler::sample(const float* logits, int32_t vocab_size,
   if (params_.top_k > 0) top_k_filter(working_logits_, params_.top_k);
   // top-p then measures its nucleus within the top-k survivors (renormalised).
   if (params_.top_p < 1.0f) top_p_filter(working_logits_, params_.top_p);
+  if (params_.typical_p < 1.0f) typical_filter(working_logits_, params_.typical_p);
   const std::vector<float> probabilities = softmax(working_logits_);
   return sample_from_probabilities(probabilities, generator_.uniform01());
 }

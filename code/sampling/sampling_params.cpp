@@ -19,6 +19,10 @@ void SamplingParams::validate() const {
     fail("sampling parameter top_p is ", top_p,
          ", expected a number in (0, 1] (1 turns top-p off)");
   }
+  if (!(typical_p > 0.0f && typical_p <= 1.0f)) {
+    fail("sampling parameter typical_p is ", typical_p,
+         ", expected a number in (0, 1] (1 turns typical sampling off)");
+  }
   if (!(std::isfinite(repetition_penalty) && repetition_penalty > 0.0f)) {
     fail("sampling parameter repetition_penalty is ", repetition_penalty,
          ", expected a finite number > 0 (1 turns the penalty off)");

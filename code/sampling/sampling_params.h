@@ -19,6 +19,10 @@ struct SamplingParams {
   /// Keep the smallest set of most likely tokens whose probabilities add up to top_p.
   /// 1 turns it off; must be in (0, 1].
   float top_p = 1.0f;
+  /// Locally typical sampling (Meister et al. 2023), Hugging Face's TypicalLogitsWarper: keep the
+  /// tokens whose information is closest to the distribution's entropy, up to this much
+  /// probability. 1 turns it off; must be in (0, 1]. Applied after top-p.
+  float typical_p = 1.0f;
   /// Hugging Face's repetition penalty on every token already seen (prompt and output).
   /// 1 turns it off; > 1 discourages repeats, < 1 encourages them; must be finite and > 0.
   float repetition_penalty = 1.0f;

@@ -253,6 +253,31 @@ TEST(TopP, KeepsTheSmallestSetReachingTopP) {
   EXPECT_EQ(top_p_kept(0.81f), (std::vector<int32_t>{0, 1, 2}));
 }
 
+// The same probabilities: entropy H = 1.0297 nats; -log p is 1.609 (id 0), 0.693 (id 1) and
+// 1.204 (id 2), so the distances |-log p - H| are 0.580, 0.337 and 0.174: in typical order
+// id 2 (0.3), id 1 (0.5), id 0 (0.2), with cumulative sums 0.3, 0.8, 1.0.
+std::vector<int32_t> typical_kept(float mass) {
+  std::vector<float> logits = logits_for({0.2, 0.5, 0.3});
+  typical_filter(logits, mass);
+  return kept_tokens(logits);
+}
+
+TEST(Typical, KeepsTheTokensClosestToTheEntropyNotTheMostLikely) {
+  EXPECT_EQ(typical_kept(0.25f), (std::vector<int32_t>{2})) << "0.3 is more typical than 0.5";
+  EXPECT_EQ(typical_kept(0.5f), (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(typical_kept(0.85f), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(typical_kept(1.0f), (std::vector<int32_t>{0, 1, 2}));
+}
+
+TEST(Typical, MaskedTokensStayMaskedAndBadMassIsRefused) {
+  std::vector<float> logits = logits_for({0.2, 0.5, 0.3});
+  logits.push_back(-INFINITY);
+  typical_filter(logits, 0.9f);
+  EXPECT_EQ(kept_tokens(logits), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_THROW(typical_filter(logits, 0.0f), Error);
+  EXPECT_THROW(typical_filter(logits, 1.5f), Error);
+}
+
 TEST(TopP, StopsWhenTheSumReachesTopPExactly) {
   // 0.25 each, exact in binary: two tokens reach 0.5, so a third is not added.
   std::vector<float> logits = {0.0f, 0.0f, 0.0f, 0.0f};
