@@ -24,14 +24,10 @@ struct UnsupportedFeature {
 };
 
 const UnsupportedFeature kUnsupportedFeatures[] = {
-    {"typical_p", "typical sampling", "1",
-     [](const GenerationConfig& config) { return config.typical_p != 1.0; }},
     {"presence_penalty", "the presence penalty", "0",
      [](const GenerationConfig& config) { return config.presence_penalty != 0.0; }},
     {"frequency_penalty", "the frequency penalty", "0",
      [](const GenerationConfig& config) { return config.frequency_penalty != 0.0; }},
-    {"num_beams", "beam search", "1",
-     [](const GenerationConfig& config) { return config.num_beams != 1; }},
 };
 
 [[noreturn]] void refuse(const std::string& field, FieldSpelling spelling,
@@ -77,7 +73,8 @@ bool GenerationConfig::operator==(const GenerationConfig& other) const {
          presence_penalty == other.presence_penalty &&
          frequency_penalty == other.frequency_penalty && num_beams == other.num_beams &&
          num_return_sequences == other.num_return_sequences && seed == other.seed &&
-         stop == other.stop && ignore_eos == other.ignore_eos;
+         stop == other.stop && ignore_eos == other.ignore_eos &&
+         length_penalty == other.length_penalty && early_stopping == other.early_stopping;
 }
 
 std::optional<std::pair<std::string, std::string>> unsupported_feature(
@@ -111,6 +108,11 @@ void GenerationConfig::validate(const ProtocolLimits& limits, FieldSpelling spel
   check_range("presence_penalty", presence_penalty, -2.0, true, 2.0, spelling);
   check_range("frequency_penalty", frequency_penalty, -2.0, true, 2.0, spelling);
   check_integer_range("num_beams", num_beams, 1, INT64_MAX, spelling);
+  check_range("length_penalty", length_penalty, -10.0, true, 10.0, spelling);
+  if (early_stopping != "false" && early_stopping != "true" && early_stopping != "never") {
+    refuse("early_stopping", spelling,
+           str_cat("must be true, false or \"never\", got \"", early_stopping, "\""));
+  }
 
   if (auto refusal = unsupported_feature(*this)) refuse(refusal->first, spelling, refusal->second);
 
@@ -145,6 +147,7 @@ SamplingParams GenerationConfig::to_sampling_params(uint64_t default_seed) const
   // A valid but tiny top_p or penalty must not round to a float 0, which the sampler refuses.
   const float smallest = std::numeric_limits<float>::min();
   params.top_p = std::max(static_cast<float>(top_p), smallest);
+  params.typical_p = std::max(static_cast<float>(typical_p), smallest);
   params.repetition_penalty = std::max(static_cast<float>(repetition_penalty), smallest);
   params.seed = seed.value_or(default_seed);
   return params;

@@ -29,14 +29,19 @@ struct GenerationConfig {
   int64_t min_new_tokens = 0;   ///< EOS and stop strings are ignored before this many; <= max
   /// false: greedy, whatever temperature says (Hugging Face's rule). The OpenAI APIs set it true.
   bool do_sample = false;
-  double temperature = 1.0;          ///< in [0, 100]; 0 is greedy even when do_sample is true
-  int64_t top_k = 0;                 ///< >= 0; 0 is off
-  double top_p = 1.0;                ///< in (0, 1]; 1 is off
-  double typical_p = 1.0;            ///< in (0, 1]; only 1 (off) is supported yet
-  double repetition_penalty = 1.0;   ///< in (0, 100]; 1 is off
-  double presence_penalty = 0.0;     ///< in [-2, 2] as OpenAI's; only 0 (off) is supported yet
-  double frequency_penalty = 0.0;    ///< in [-2, 2] as OpenAI's; only 0 (off) is supported yet
-  int64_t num_beams = 1;             ///< >= 1; only 1 (no beam search) is supported yet
+  double temperature = 1.0;         ///< in [0, 100]; 0 is greedy even when do_sample is true
+  int64_t top_k = 0;                ///< >= 0; 0 is off
+  double top_p = 1.0;               ///< in (0, 1]; 1 is off
+  double typical_p = 1.0;           ///< in (0, 1]; 1 is off
+  double repetition_penalty = 1.0;  ///< in (0, 100]; 1 is off
+  double presence_penalty = 0.0;    ///< in [-2, 2] as OpenAI's; only 0 (off) is supported yet
+  double frequency_penalty = 0.0;   ///< in [-2, 2] as OpenAI's; only 0 (off) is supported yet
+  int64_t num_beams = 1;            ///< >= 1; > 1 is beam search (greedy, continuous batching)
+  /// Beam search: a finished beam's score is its log-probability / length^length_penalty.
+  double length_penalty = 1.0;  ///< in [-10, 10]
+  /// Beam search's stopping rule, as Hugging Face's early_stopping: "false" (the heuristic),
+  /// "true" (stop at num_beams finished beams) or "never".
+  std::string early_stopping = "false";
   int64_t num_return_sequences = 1;  ///< OpenAI's n; in [1, limits.max_return_sequences]
   std::optional<uint64_t> seed;      ///< none: the server picks one (so sampling is not repeatable)
   std::vector<std::string> stop;     ///< stop strings; the output ends before the first match

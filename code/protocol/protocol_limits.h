@@ -14,7 +14,7 @@ struct ProtocolLimits {
   std::string served_model_name = "servelab-stories";
   /// Largest `n` / `num_return_sequences` (sequences returned per request).
   int64_t max_return_sequences = 16;
-  /// Largest `num_beams`. (Beam search is refused for now anyway, see generation_config.cpp.)
+  /// Largest `num_beams` (beam search runs on the continuous-batching server).
   int64_t max_num_beams = 8;
   /// Most stop strings per request, and the longest one in bytes.
   int64_t max_stop_sequences = 8;

@@ -234,10 +234,10 @@ GenerateRequest parse_native(const JsonFields& fields, const ProtocolLimits& lim
   const json* config_json = fields.raw("generation_config");
   if (config_json != nullptr) {
     JsonFields config_fields(*config_json, "generation_config.", "'generation_config'");
-    config_fields.refuse_unknown({"max_new_tokens", "min_new_tokens", "do_sample", "temperature",
-                                  "top_k", "top_p", "typical_p", "repetition_penalty",
-                                  "presence_penalty", "frequency_penalty", "num_beams",
-                                  "num_return_sequences", "seed", "stop", "ignore_eos"});
+    config_fields.refuse_unknown(
+        {"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
+         "typical_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "num_beams",
+         "num_return_sequences", "seed", "stop", "ignore_eos", "length_penalty", "early_stopping"});
     GenerationConfig& config = request.config;
     if (auto value = config_fields.integer("max_new_tokens")) config.max_new_tokens = *value;
     if (auto value = config_fields.integer("min_new_tokens")) config.min_new_tokens = *value;
@@ -258,6 +258,20 @@ GenerateRequest parse_native(const JsonFields& fields, const ProtocolLimits& lim
     if (auto value = config_fields.seed("seed")) config.seed = *value;
     if (auto value = config_fields.string_list("stop")) config.stop = *value;
     if (auto value = config_fields.boolean("ignore_eos")) config.ignore_eos = *value;
+    if (auto value = config_fields.number("length_penalty")) config.length_penalty = *value;
+    // early_stopping: true, false or "never" (Hugging Face's three values).
+    if (const json* value = config_fields.raw("early_stopping"); value && !value->is_null()) {
+      if (value->is_boolean()) {
+        config.early_stopping = value->get<bool>() ? "true" : "false";
+      } else if (value->is_string()) {
+        config.early_stopping = value->get<std::string>();
+      } else {
+        throw ProtocolError::invalid_request(
+            "'generation_config.early_stopping' must be true, false or \"never\", got " +
+                value->dump(),
+            "generation_config.early_stopping");
+      }
+    }
   }
   return request;
 }

@@ -55,6 +55,8 @@ TEST(GenerationConfig, EqualityIsExactOnEveryField) {
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.presence_penalty = 0.5; }));
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.frequency_penalty = 0.5; }));
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.num_beams = 2; }));
+  EXPECT_TRUE(differs([](GenerationConfig& c) { c.length_penalty = 0.5; }));
+  EXPECT_TRUE(differs([](GenerationConfig& c) { c.early_stopping = "never"; }));
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.num_return_sequences = 2; }));
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.seed = 0; }));  // set to 0 != unset
   EXPECT_TRUE(differs([](GenerationConfig& c) { c.stop = {"\n"}; }));
@@ -173,10 +175,8 @@ TEST(GenerationConfig, UnsupportedFeaturesAreRefusedNotIgnored) {
     ASSERT_TRUE(unsupported_feature(config).has_value());
     EXPECT_EQ(unsupported_feature(config)->first, field);
   };
-  refused([](GenerationConfig& c) { c.typical_p = 0.9; }, "typical_p");
   refused([](GenerationConfig& c) { c.presence_penalty = 0.5; }, "presence_penalty");
   refused([](GenerationConfig& c) { c.frequency_penalty = -0.5; }, "frequency_penalty");
-  refused([](GenerationConfig& c) { c.num_beams = 4; }, "num_beams");
   EXPECT_FALSE(unsupported_feature(GenerationConfig()).has_value());
 }
 
@@ -194,6 +194,23 @@ TEST(GenerationConfig, SupportedFieldsAtTheirBoundsAreAccepted) {
   config.stop = std::vector<std::string>(8, std::string(256, 'x'));
   config.ignore_eos = true;
   EXPECT_EQ(validation_error(config).second, "");
+}
+
+TEST(GenerationConfig, BeamSearchSettingsAreCheckedAndNumBeamsHasALimit) {
+  GenerationConfig config;
+  config.num_beams = 4;
+  config.num_return_sequences = 4;
+  config.length_penalty = -2;
+  config.early_stopping = "never";
+  EXPECT_EQ(validation_error(config).second, "");
+  config.early_stopping = "sometimes";
+  EXPECT_EQ(validation_error(config).first, "generation_config.early_stopping");
+  config.early_stopping = "true";
+  config.num_return_sequences = 5;
+  EXPECT_EQ(validation_error(config).first, "generation_config.num_return_sequences");
+  config.num_return_sequences = 1;
+  config.num_beams = 9;
+  EXPECT_NE(validation_error(config).second.find("this server's limit"), std::string::npos);
 }
 
 TEST(GenerationConfig, LimitsComeFromProtocolLimits) {

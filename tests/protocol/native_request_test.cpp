@@ -30,7 +30,8 @@ TEST(NativeRequest, EveryGenerationConfigFieldIsRead) {
     "generation_config": {"max_new_tokens": 40, "min_new_tokens": 3, "do_sample": true,
       "temperature": 0.5, "top_k": 7, "top_p": 0.75, "typical_p": 1, "repetition_penalty": 1.2,
       "presence_penalty": 0, "frequency_penalty": 0.0, "num_beams": 1, "num_return_sequences": 2,
-      "seed": 99, "stop": ["\n", "The end"], "ignore_eos": true}})");
+      "seed": 99, "stop": ["\n", "The end"], "ignore_eos": true, "length_penalty": 0.5,
+      "early_stopping": "never"}})");
   const GenerationConfig& config = request.config;
   EXPECT_TRUE(request.stream);
   EXPECT_EQ(config.max_new_tokens, 40);
@@ -45,6 +46,8 @@ TEST(NativeRequest, EveryGenerationConfigFieldIsRead) {
   EXPECT_EQ(*config.seed, 99u);
   EXPECT_EQ(config.stop, (std::vector<std::string>{"\n", "The end"}));
   EXPECT_TRUE(config.ignore_eos);
+  EXPECT_EQ(config.length_penalty, 0.5);
+  EXPECT_EQ(config.early_stopping, "never");
 }
 
 TEST(NativeRequest, NullMeansDefault) {
@@ -179,10 +182,12 @@ TEST(NativeRequest, SeedsCoverTheWholeUint64RangeAndNegativeInt64) {
 TEST(NativeRequest, RangeAndRefusalErrorsUseNativeFieldNames) {
   expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"top_p": 0}})", 400,
                   "generation_config.top_p", "must be in (0, 1], got 0");
-  expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"num_beams": 4}})", 400,
-                  "generation_config.num_beams", "beam search, which is not supported");
-  expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"typical_p": 0.5}})", 400,
-                  "generation_config.typical_p", "not supported by this server yet");
+  expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"num_beams": 40}})", 400,
+                  "generation_config.num_beams", "this server's limit");
+  expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"early_stopping": 3}})", 400,
+                  "generation_config.early_stopping", "must be true, false or \"never\"");
+  expect_rejected(kNative, R"({"prompt": "p", "generation_config": {"typical_p": 1.5}})", 400,
+                  "generation_config.typical_p", "must be in (0, 1], got 1.5");
 }
 
 }  // namespace
