@@ -3,7 +3,7 @@
 #   1. install what is missing (scripts/setup.sh)
 #   2. build (CUDA targets too when nvcc is present: they must compile even where they cannot run)
 #   3. unit, e2e and lab tests (ctest); gpu tests show as skipped here
-#   4. the safetensors/config/weights/tokenizer/sampling tests again under AddressSanitizer + UBSan
+#   4. the unit tests again under AddressSanitizer + UBSan
 #   5. the labs: the lab tool's self-test, and each lab's tests fail on the student tree and pass here
 #   6. the docs: Doxygen (warnings shown) and `mkdocs build --strict`
 # Exit status is non-zero if any step fails. Build folders: build/ and build-sanitize/.
@@ -28,18 +28,16 @@ cmake --build build -j "$JOBS" || exit 1
 step "3/6 tests: unit, e2e, labs (gpu tests skip without a GPU)"
 ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 600 | tee build/ctest.log || failed+=("ctest")
 
-step "4/6 sanitizers (build-sanitize/): unit and e2e tests under ASan + UBSan"
-# For time, this tree builds only the unit and e2e suites (target servelab_unit_e2e_tests), at -O1
-# with line tables (half the compile time of -O2 -g under ASan), and leaves out the two suites that
-# are minutes of model steps and little else (CpuPreemption, StaticBatcherTest: they run in step 3);
-# the block manager, cache engine and static batcher's parts have their own unit tests here, and the
-# server's end-to-end tests drive the static batcher under the sanitizers.
+step "4/6 sanitizers (build-sanitize/): unit tests under ASan + UBSan"
+# For time, this tree builds only the unit suites (target servelab_unit_tests) at -O1 with line
+# tables (half the compile time of -O2 -g under ASan). The unit suites include the HTTP layer on
+# loopback with a fake engine and both engines in-process with the embedded model; the end-to-end
+# programs (label e2e: the servers as processes, minutes of model steps) run in step 3 only.
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSERVELAB_SANITIZE=ON -DSERVELAB_CUDA=OFF \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" >/dev/null \
-  && cmake --build build-sanitize -j "$JOBS" --target servelab_unit_e2e_tests \
+  && cmake --build build-sanitize -j "$JOBS" --target servelab_unit_tests \
   && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --test-dir build-sanitize -j "$JOBS" -L 'unit|e2e' -E '^(CpuPreemption|StaticBatcherTest)\.' \
-       --output-on-failure --timeout 900 \
+     ctest --test-dir build-sanitize -j "$JOBS" -L unit --output-on-failure --timeout 900 \
   || failed+=("sanitizers")
 
 step "5/6 labs"

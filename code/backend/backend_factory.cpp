@@ -16,6 +16,14 @@ bool cuda_backend_built() {
 #endif
 }
 
+std::string resolve_device(const std::string& device) {
+  if (device != "auto") return device;
+#ifdef SERVELAB_HAS_CUDA
+  if (cuda_device_available()) return "cuda";
+#endif
+  return "cpu";
+}
+
 DType parse_dtype_name(const std::string& name) {
   if (name == "bfloat16" || name == "bf16") return DType::kBF16;
   if (name == "float16" || name == "fp16" || name == "half") return DType::kF16;
@@ -23,7 +31,9 @@ DType parse_dtype_name(const std::string& name) {
   fail("unknown dtype '", name, "': use auto, float32, bfloat16 or float16");
 }
 
-std::unique_ptr<Backend> make_backend(const BackendChoice& choice) {
+std::unique_ptr<Backend> make_backend(const BackendChoice& requested) {
+  BackendChoice choice = requested;
+  choice.device = resolve_device(choice.device);
   if (choice.device == "cpu") {
     if (choice.dtype != "auto" && parse_dtype_name(choice.dtype) != DType::kF32) {
       fail("the CPU backend computes in float32 (the readable reference); --dtype ", choice.dtype,
@@ -58,7 +68,7 @@ std::unique_ptr<Backend> make_backend(const BackendChoice& choice) {
         "--device cpu, or install the CUDA toolkit and rebuild");
 #endif
   }
-  fail("unknown device '", choice.device, "': use cpu or cuda");
+  fail("unknown device '", choice.device, "': use cpu, cuda, cuda:N or auto");
 }
 
 }  // namespace servelab

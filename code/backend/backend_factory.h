@@ -10,7 +10,7 @@
 namespace servelab {
 
 struct BackendChoice {
-  std::string device = "cpu";  ///< "cpu" or "cuda" (or "cuda:N")
+  std::string device = "cpu";  ///< "cpu", "cuda" (or "cuda:N"), or "auto" (see resolve_device)
   /// "auto" (the checkpoint's dtype on CUDA, fp32 on the CPU), "float32", "bfloat16", "float16"
   std::string dtype = "auto";
   /// The checkpoint's torch_dtype from config.json ("bfloat16", ...; "" when absent)
@@ -20,8 +20,13 @@ struct BackendChoice {
 /// True when this build includes the CUDA backend.
 bool cuda_backend_built();
 
-/// The backend for `choice`; throws servelab::Error with what to do instead when it cannot be
-/// made (no GPU, a build without CUDA, an unknown name, a dtype the device does not support).
+/// "auto" becomes "cuda" when this build has CUDA and a GPU is visible, "cpu" otherwise; any
+/// other name is returned unchanged (make_backend checks it).
+std::string resolve_device(const std::string& device);
+
+/// The backend for `choice` ("auto" resolved as by resolve_device); throws servelab::Error with
+/// what to do instead when it cannot be made (no GPU, a build without CUDA, an unknown name, a
+/// dtype the device does not support).
 std::unique_ptr<Backend> make_backend(const BackendChoice& choice);
 
 /// "bfloat16" / "bf16" -> kBF16, "float16" / "fp16" / "half" -> kF16, "float32" / "fp32" -> kF32.

@@ -51,7 +51,10 @@ struct EngineGauges {
   int64_t waiting = 0;  ///< requests queued
   int64_t swapped = 0;  ///< requests preempted to the CPU pool (continuous batching)
   double kv_usage = 0;  ///< fraction of KV memory in use
-  int64_t kv_blocks_total = 0, kv_blocks_free = 0;
+  int64_t kv_blocks_total = 0, kv_blocks_free = 0;    ///< GPU (attention's) pool, paged engines
+  int64_t cpu_blocks_total = 0, cpu_blocks_free = 0;  ///< CPU swap pool, paged engines
+  /// Requests preempted since the engine started, by swap and by recompute (cumulative).
+  int64_t preemptions_swap = 0, preemptions_recompute = 0;
 };
 
 /// The engine side of a server: one thread that runs the scheduler and the model.
@@ -66,6 +69,8 @@ class ServingEngine {
   /// (finish_reason "abort"); waiting ones are answered with an error (503). Joins the thread.
   virtual void stop(std::chrono::milliseconds grace) = 0;
   virtual EngineGauges gauges() const = 0;
+  /// The batching strategy, "static" or "continuous" (reported by /health).
+  virtual std::string batching() const = 0;
 };
 
 }  // namespace servelab

@@ -87,6 +87,7 @@ class StaticBatcher : public ServingEngine {
   /// running: requests in the package being run; waiting: queued ones plus the next package's;
   /// kv_usage 0 (no block pool: see stats() for the contiguous caches' positions).
   EngineGauges gauges() const override;
+  std::string batching() const override { return "static"; }
   StaticBatcherStats stats() const;
 
  private:

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "protocol/protocol_error.h"
 #include "protocol/response.h"
@@ -58,6 +60,10 @@ ProtocolError engine_error(const OutputEvent& event) {
   if (event.status == 503) return ProtocolError::unavailable(event.error);
   if (event.status >= 500 || event.status < 400) return ProtocolError::internal(event.error);
   return ProtocolError(event.status, "invalid_request_error", event.error);
+}
+
+ProtocolError still_loading() {
+  return ProtocolError::unavailable("the model is still loading; try again in a few seconds");
 }
 
 // Label value for the error counter: the specific code when there is one.
@@ -155,13 +161,22 @@ struct HttpServer::StreamState {
 
 HttpServer::HttpServer(ServingEngine& engine, const Tokenizer& tokenizer, int64_t context_length,
                        ProtocolLimits limits, ChatTemplate chat_template, ServerOptions options)
-    : engine_(engine),
-      tokenizer_(tokenizer),
-      context_length_(context_length),
-      limits_(std::move(limits)),
-      chat_template_(std::move(chat_template)),
-      options_(std::move(options)),
-      server_(std::make_unique<httplib::Server>()) {
+    : HttpServer(std::move(options)) {
+  attach(ServedModel{&engine, &tokenizer, context_length, std::move(limits),
+                     std::move(chat_template)});
+}
+
+void HttpServer::attach(ServedModel model) {
+  if (model.engine == nullptr || model.tokenizer == nullptr) {
+    fail("HttpServer::attach: the engine and the tokenizer must not be null");
+  }
+  if (ready()) fail("HttpServer::attach() may be called only once");
+  model_ = std::move(model);
+  ready_.store(true, std::memory_order_release);
+}
+
+HttpServer::HttpServer(ServerOptions options)
+    : options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {
   if (options_.max_inflight_requests < 1) {
     fail("server option max_inflight_requests must be >= 1, got ", options_.max_inflight_requests);
   }
@@ -181,6 +196,10 @@ void HttpServer::register_metrics() {
   metrics_.add_gauge("servelab_requests_waiting", "Requests queued in the engine.");
   metrics_.add_gauge("servelab_requests_swapped", "Requests preempted to the CPU block pool.");
   metrics_.add_gauge("servelab_kv_cache_usage_ratio", "Fraction of KV cache memory in use.");
+  metrics_.add_gauge("servelab_kv_blocks",
+                     "KV cache blocks by pool (gpu, cpu) and state (free, total); paged engines.");
+  metrics_.add_counter("servelab_preemptions_total",
+                       "Requests preempted for lack of KV blocks, by mode (swap, recompute).");
   metrics_.add_gauge("servelab_http_requests_in_flight",
                      "Generation requests admitted by the HTTP layer and not yet answered.");
   metrics_.add_counter("servelab_prompt_tokens_total", "Prompt tokens of submitted requests.");
@@ -215,13 +234,23 @@ void HttpServer::register_routes() {
   server.Get("/v1/models", [this](const httplib::Request& request, httplib::Response& response) {
     if (shutting_down_) return answer_error(ProtocolError::unavailable("shutting down"), response);
     if (!authorized(request)) return answer_error(ProtocolError::unauthorized(), response);
-    response.set_content(
-        to_json_text(model_list({ModelCard{limits_.served_model_name, started_unix_seconds_}})),
-        kJson);
+    if (!ready()) return answer_error(still_loading(), response);
+    response.set_content(to_json_text(model_list(
+                             {ModelCard{model_.limits.served_model_name, started_unix_seconds_}})),
+                         kJson);
   });
+  // {"status": "ok" | "loading" | "shutting_down", "model": ..., "batching": ...}: 200 only when
+  // ok, so that a probe needs only the status code; the rest tells a balancer what it talks to.
   server.Get("/health", [this](const httplib::Request&, httplib::Response& response) {
-    response.status = shutting_down_ ? 503 : 200;
-    response.set_content(shutting_down_ ? "shutting down" : "ok", "text/plain");
+    nlohmann::json health = nlohmann::json::object();
+    const bool ready_now = ready();
+    health["status"] = shutting_down_ ? "shutting_down" : ready_now ? "ok" : "loading";
+    if (ready_now) {
+      health["model"] = model_.limits.served_model_name;
+      health["batching"] = model_.engine->batching();
+    }
+    response.status = health["status"] == "ok" ? 200 : 503;
+    response.set_content(health.dump(), kJson);
   });
   server.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     try {
@@ -344,11 +373,23 @@ void HttpServer::answer_error(const ProtocolError& error, httplib::Response& res
 }
 
 std::string HttpServer::render_metrics() {
-  const EngineGauges gauges = engine_.gauges();
+  const EngineGauges gauges = ready() ? model_.engine->gauges() : EngineGauges{};
   metrics_.set_gauge("servelab_requests_running", static_cast<double>(gauges.running));
   metrics_.set_gauge("servelab_requests_waiting", static_cast<double>(gauges.waiting));
   metrics_.set_gauge("servelab_requests_swapped", static_cast<double>(gauges.swapped));
   metrics_.set_gauge("servelab_kv_cache_usage_ratio", gauges.kv_usage);
+  metrics_.set_gauge("servelab_kv_blocks", static_cast<double>(gauges.kv_blocks_total),
+                     {{"pool", "gpu"}, {"state", "total"}});
+  metrics_.set_gauge("servelab_kv_blocks", static_cast<double>(gauges.kv_blocks_free),
+                     {{"pool", "gpu"}, {"state", "free"}});
+  metrics_.set_gauge("servelab_kv_blocks", static_cast<double>(gauges.cpu_blocks_total),
+                     {{"pool", "cpu"}, {"state", "total"}});
+  metrics_.set_gauge("servelab_kv_blocks", static_cast<double>(gauges.cpu_blocks_free),
+                     {{"pool", "cpu"}, {"state", "free"}});
+  metrics_.set_counter("servelab_preemptions_total", static_cast<double>(gauges.preemptions_swap),
+                       {{"mode", "swap"}});
+  metrics_.set_counter("servelab_preemptions_total",
+                       static_cast<double>(gauges.preemptions_recompute), {{"mode", "recompute"}});
   metrics_.set_gauge("servelab_http_requests_in_flight", static_cast<double>(inflight_.load()));
   return metrics_.render();
 }
@@ -357,15 +398,17 @@ void HttpServer::handle_generate(ApiKind api, const httplib::Request& http_reque
                                  httplib::Response& response) {
   try {
     if (shutting_down_) throw ProtocolError::unavailable("the server is shutting down");
+    if (!ready()) throw still_loading();
     if (!authorized(http_request)) throw ProtocolError::unauthorized();
     // Admission before any parsing, so an overloaded server spends nothing on what it refuses.
     if (!try_admit()) throw ProtocolError::overloaded(options_.max_inflight_requests);
     auto state = std::make_shared<StreamState>(this);  // owns the admission from here on
 
-    state->request = parse_generate_request(api, http_request.body, limits_, chat_template_);
+    state->request =
+        parse_generate_request(api, http_request.body, model_.limits, model_.chat_template);
     const GenerateRequest& request = state->request;
-    std::vector<int32_t> prompt_tokens = tokenizer_.encode(request.prompt);
-    check_context_length(context_length_, static_cast<int64_t>(prompt_tokens.size()),
+    std::vector<int32_t> prompt_tokens = model_.tokenizer->encode(request.prompt);
+    check_context_length(model_.context_length, static_cast<int64_t>(prompt_tokens.size()),
                          request.config.max_new_tokens, request.max_tokens_param());
 
     const size_t choice_count = static_cast<size_t>(request.config.num_return_sequences);
@@ -391,7 +434,7 @@ void HttpServer::handle_generate(ApiKind api, const httplib::Request& http_reque
     state->tracked = true;
     metrics_.increment("servelab_prompt_tokens_total", {},
                        static_cast<double>(state->prompt_tokens));
-    engine_.submit(std::move(serving));
+    model_.engine->submit(std::move(serving));
 
     if (request.stream) {
       answer_streaming(std::move(state), response);
@@ -480,7 +523,8 @@ void HttpServer::answer_streaming(std::shared_ptr<StreamState> state, httplib::R
           s.server->metrics_.increment(
               "servelab_request_errors_total",
               {{"status", std::to_string(error.status())}, {"type", error_label(error)}});
-          if (!write(sse_event(error_body(error)))) return false;
+          // The status is out already: the error is one more event, then the usual end.
+          if (!write(sse_event(error_body(error))) || !write(sse_done())) return false;
           sink.done();
           return true;
         }

@@ -50,13 +50,30 @@ struct ServerOptions {
   std::chrono::milliseconds stream_poll_interval{50};
 };
 
+/// What a server serves: its engine and the model's tokenizer, context and names.
+struct ServedModel {
+  ServingEngine* engine = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  int64_t context_length = 0;  ///< the model's maximum tokens (prompt + new) per sequence
+  ProtocolLimits limits;
+  ChatTemplate chat_template;
+};
+
 /// One HTTP server in front of one ServingEngine. start() once, shutdown() once (the destructor
-/// shuts down with no grace if needed). The engine, tokenizer and this object must outlive it.
+/// shuts down with no grace if needed). The engine and tokenizer must outlive this object.
+///
+/// A server may listen before its model is loaded: construct it with the options alone, start()
+/// it, and attach() the model when it is ready. Until then /health answers 503 with status
+/// "loading" and generation and model routes answer 503 "still loading" (so that load balancers
+/// and users can tell a loading server from a dead one).
 class HttpServer {
  public:
+  /// A server for a model that is ready.
   /// @param context_length the model's maximum tokens (prompt + new) per sequence.
   HttpServer(ServingEngine& engine, const Tokenizer& tokenizer, int64_t context_length,
              ProtocolLimits limits, ChatTemplate chat_template, ServerOptions options);
+  /// A server whose model is still loading: attach() it later.
+  explicit HttpServer(ServerOptions options);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -64,6 +81,12 @@ class HttpServer {
   /// Binds (throws servelab::Error naming host and port when it cannot) and listens on a
   /// background thread; bound_port() is valid when this returns. Does not start the engine.
   void start();
+  /// Serves `model` from now on (once; engine and tokenizer must not be null); thread-safe with
+  /// the handlers. Does not start the engine.
+  void attach(ServedModel model);
+  /// Whether a model is attached (false while loading).
+  bool ready() const { return ready_.load(std::memory_order_acquire); }
+
   /// The port bound by start() (the chosen one when options.port was 0); -1 before start().
   int bound_port() const { return bound_port_; }
 
@@ -97,11 +120,10 @@ class HttpServer {
   void track(const std::shared_ptr<OutputChannel>& channel);
   void untrack(const std::shared_ptr<OutputChannel>& channel);
 
-  ServingEngine& engine_;
-  const Tokenizer& tokenizer_;
-  int64_t context_length_;
-  ProtocolLimits limits_;
-  ChatTemplate chat_template_;
+  // Written once by attach() before ready_ is set (release); read by handlers after they see
+  // ready_ (acquire).
+  ServedModel model_;
+  std::atomic<bool> ready_{false};
   ServerOptions options_;
   int64_t started_unix_seconds_ = 0;
 

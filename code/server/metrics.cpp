@@ -125,6 +125,15 @@ void MetricsRegistry::set_gauge(const std::string& name, double value, const Met
   series_locked(name, Kind::kGauge, labels).value = value;
 }
 
+void MetricsRegistry::set_counter(const std::string& name, double total,
+                                  const MetricLabels& labels) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Series& series = series_locked(name, Kind::kCounter, labels);
+  if (total < series.value)
+    fail("metrics: counter ", name, " would go down from ", series.value, " to ", total);
+  series.value = total;
+}
+
 void MetricsRegistry::observe(const std::string& name, double value, const MetricLabels& labels) {
   std::lock_guard<std::mutex> lock(mutex_);
   Series& series = series_locked(name, Kind::kHistogram, labels);

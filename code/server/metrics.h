@@ -29,6 +29,9 @@ class MetricsRegistry {
   /// Adds `amount` (>= 0) to a counter series.
   void increment(const std::string& name, const MetricLabels& labels = {}, double amount = 1.0);
   void set_gauge(const std::string& name, double value, const MetricLabels& labels = {});
+  /// Sets a counter series to a total kept elsewhere (an engine's cumulative count, copied at
+  /// scrape time); throws when `total` is below the series' value (a counter never goes down).
+  void set_counter(const std::string& name, double total, const MetricLabels& labels = {});
   void observe(const std::string& name, double value, const MetricLabels& labels = {});
 
   /// The current value of a counter or gauge series (0 when never touched); for tests.

@@ -65,6 +65,7 @@ class EchoEngine : public ServingEngine {
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
   }
+  std::string batching() const override { return "echo"; }
   EngineGauges gauges() const override {
     std::lock_guard<std::mutex> lock(mutex_);
     EngineGauges gauges;
@@ -345,7 +346,10 @@ TEST(HttpServer, ModelsHealthAndMetricsAnswer) {
   auto health = harness.get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
-  EXPECT_EQ(health->body, "ok");
+  const json health_body = json::parse(health->body);
+  EXPECT_EQ(health_body["status"], "ok");
+  EXPECT_EQ(health_body["model"], "servelab-stories");
+  EXPECT_EQ(health_body["batching"], "echo");
 
   auto metrics = harness.get("/metrics");
   ASSERT_TRUE(metrics);
@@ -400,6 +404,20 @@ TEST(HttpServer, BadRequestsGetTheirStatusAndErrorObjectAndTheServerStaysUp) {
   EXPECT_GE(harness.server->metrics().value("servelab_request_errors_total",
                                             {{"status", "400"}, {"type", "invalid_request_error"}}),
             2);
+}
+
+TEST(HttpServer, AnEngineErrorAfterTheStreamStartedIsAnErrorEventThenDone) {
+  Harness harness;
+  auto result =
+      harness.post("/v1/completions", body_of(kPrompt, ApiKind::kCompletions, 13, true).dump());
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200) << "the status went out before the error";
+  const std::vector<std::string> payloads = sse_payloads(result->body);
+  ASSERT_GE(payloads.size(), 2u) << result->body;
+  EXPECT_EQ(payloads.back(), "[DONE]");
+  const json error = json::parse(payloads[payloads.size() - 2]);
+  ASSERT_TRUE(error.contains("error")) << result->body;
+  EXPECT_EQ(error["error"]["code"], "internal_error");
 }
 
 TEST(HttpServer, WrongOrMissingApiKeyGets401) {
@@ -473,6 +491,42 @@ TEST(HttpServer, ClientThatLeavesMidStreamCancelsTheRequest) {
             1);
 }
 
+TEST(HttpServer, WhileTheModelLoadsEveryRouteButMetricsAnswers503AndThenItServes) {
+  ServerOptions options;
+  options.port = 0;
+  HttpServer server(options);
+  server.start();
+  httplib::Client client("127.0.0.1", server.bound_port());
+  client.set_read_timeout(10, 0);
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body)["status"], "loading");
+  expect_error(client.Post("/generate", body_of(kPrompt, ApiKind::kNative, 3, false).dump(),
+                           "application/json"),
+               503, "still loading");
+  expect_error(client.Get("/v1/models"), 503, "still loading");
+  auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("servelab_requests_running 0"), std::string::npos) << metrics->body;
+
+  EchoEngine engine(0ms);
+  engine.start();
+  server.attach(ServedModel{&engine, &embedded_tokenizer(), kContextLength, ProtocolLimits{},
+                            embedded_template()});
+  EXPECT_THROW(server.attach(ServedModel{&engine, &embedded_tokenizer(), kContextLength,
+                                         ProtocolLimits{}, embedded_template()}),
+               Error);
+  EXPECT_EQ(client.Get("/health")->status, 200);
+  auto answer = client.Post("/generate", body_of(kPrompt, ApiKind::kNative, 3, false).dump(),
+                            "application/json");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 200) << answer->body;
+  server.shutdown(0ms);
+  engine.stop(0ms);
+}
+
 TEST(HttpServer, ShutdownAnswers503DrainsInFlightRequestsAndReturns) {
   Harness harness({}, 10ms);
   const std::string slow = body_of(long_prompt(), ApiKind::kNative, 20, false).dump();
@@ -482,7 +536,10 @@ TEST(HttpServer, ShutdownAnswers503DrainsInFlightRequestsAndReturns) {
   std::thread stopper([&] { harness.server->shutdown(5000ms); });
   ASSERT_TRUE(wait_until([&] { return harness.server->shutting_down(); }, 1000ms));
   expect_error(harness.post("/generate", slow), 503, "shutting down");
-  EXPECT_EQ(harness.get("/health")->status, 503);
+  auto health = harness.get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body)["status"], "shutting_down");
   in_flight.join();
   EXPECT_EQ(in_flight_status, 200) << "in-flight requests finish within the grace period";
   const auto before = std::chrono::steady_clock::now();
