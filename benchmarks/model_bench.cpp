@@ -7,6 +7,8 @@
 //   servelab_bench_model prefill [--tokens 2048] [--json FILE]
 //   servelab_bench_model swapstep [--batch-sizes 64] [--prompt 128] [--swap-blocks 128]
 //                                 [--json FILE]
+//   servelab_bench_model schedule [--batch-sizes 64,256] [--prompt 128] [--new-tokens 64]
+//                                 [--json FILE]
 //
 // Decode: B prompts of random tokens are prefilled together, then new tokens are generated
 // greedily (argmax on the device) one step at a time, EOS ignored. tokens/s counts every new token
@@ -22,6 +24,14 @@
 // Also: the step alone (replayed from a CUDA graph), the step with a 1-block swap (what running
 // without a graph costs), and the swap alone; and the kernel's grid cap swept from 4 to
 // unlimited thread blocks (per keys and per values). Medians over 16 steps each.
+//
+// Schedule: the continuous-batching scheduler's CPU time per step against the step's forward.
+// B requests (prompt of --prompt random tokens, --new-tokens each) are admitted into a block pool
+// sized from 90% of GPU memory, then decoded greedily, one step per token, exactly as the engine
+// does: schedule() and building the batch (block tables, tokens), the forward with the cache plan
+// (argmax on the device), then complete_step() and one append_token() per sequence. Medians over
+// the decode steps with all B sequences running; "scheduling" = schedule + batch building +
+// bookkeeping after the step, i.e. everything on the engine thread but the forward and sampling.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,8 +45,11 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cuda/cuda_backend.h"
+#include "cache_engine/cache_engine.h"
 #include "common/error.h"
+#include "engine/step_runner.h"
 #include "model/llama_model.h"
+#include "scheduler/continuous_batcher.h"
 
 namespace servelab {
 namespace {
@@ -148,8 +161,8 @@ Options parse(int argc, char** argv) {
     else
       fail("unknown flag ", flag);
   }
-  if (o.mode != "decode" && o.mode != "prefill" && o.mode != "swapstep")
-    fail("mode must be decode, prefill or swapstep");
+  if (o.mode != "decode" && o.mode != "prefill" && o.mode != "swapstep" && o.mode != "schedule")
+    fail("mode must be decode, prefill, swapstep or schedule");
   if (o.layout != "paged" && o.layout != "contiguous") fail("--layout is paged or contiguous");
   return o;
 }
@@ -328,6 +341,91 @@ nlohmann::json run_swapstep(LlamaModel& model, CudaBackend& backend, int64_t bat
   return result;
 }
 
+double median_of(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+/// The scheduler's share of a decode step at `batch_size` running sequences (see the header).
+nlohmann::json run_schedule(LlamaModel& model, Backend& backend, int64_t batch_size,
+                            const Options& o) {
+  const int64_t block_size = 16;
+  const KvCacheShape shape = kv_cache_shape(model, block_size);
+  ContinuousSchedulerConfig config;
+  config.batch_max_tokens = std::max<int64_t>(8192, o.prompt);
+  config.batch_max_beams = batch_size;
+  config.blocks.block_size = block_size;
+  config.blocks.num_gpu_blocks =
+      gpu_blocks_for_memory_fraction(backend, shape, 0.9, int64_t{6} << 30);
+  config.blocks.num_cpu_blocks = 0;
+  ContinuousScheduler scheduler(config);
+  CacheEngine cache(backend, shape, config.blocks.num_gpu_blocks, 0);
+  StepRunner runner(model, cache);
+  std::mt19937 rng(static_cast<uint32_t>(batch_size));
+  std::uniform_int_distribution<int32_t> token(0,
+                                               static_cast<int32_t>(model.config().vocab_size - 1));
+  for (int64_t r = 0; r < batch_size; ++r) {
+    ScheduledRequestSpec spec;
+    spec.id = r;
+    for (int64_t i = 0; i < o.prompt; ++i) spec.prompt.push_back(token(rng));
+    spec.max_total_tokens = o.prompt + o.new_tokens;
+    scheduler.add(std::move(spec));
+  }
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> schedule_ms, forward_ms, bookkeeping_ms;
+  std::vector<int64_t> generated(static_cast<size_t>(batch_size), 0);
+  int64_t finished = 0, step_index = 0;
+  while (finished < batch_size) {
+    auto start = Clock::now();
+    SchedulerStep step = scheduler.schedule();
+    std::vector<StepSequence> batch;
+    batch.reserve(step.sequences.size());
+    for (const ScheduledSequence& s : step.sequences)
+      batch.push_back({s.tokens, s.num_cached, &scheduler.block_table(s.sequence)});
+    const double schedule = seconds_since(start) * 1e3;
+    start = Clock::now();
+    std::vector<int32_t> next = runner.run_greedy(step.plan, batch);
+    const double forward = seconds_since(start) * 1e3;
+    start = Clock::now();
+    scheduler.complete_step(step);
+    for (size_t i = 0; i < step.sequences.size(); ++i) {
+      const ScheduledSequence& s = step.sequences[i];
+      if (++generated[static_cast<size_t>(s.request)] >= o.new_tokens) {
+        scheduler.finish(s.request);
+        finished += 1;
+      } else {
+        scheduler.append_token(s.sequence, next[i]);
+      }
+    }
+    const double bookkeeping = seconds_since(start) * 1e3;
+    // Decode steps with every sequence running (the first step prefills, the last ones drain).
+    if (step.num_prefill_tokens == 0 && step.num_decode_tokens == batch_size && step_index > 2) {
+      schedule_ms.push_back(schedule);
+      forward_ms.push_back(forward);
+      bookkeeping_ms.push_back(bookkeeping);
+    }
+    ++step_index;
+  }
+  const double scheduling = median_of(schedule_ms) + median_of(bookkeeping_ms);
+  const double forward = median_of(forward_ms);
+  std::fprintf(stderr,
+               "[bench] schedule batch %lld: schedule+batch %.3f ms, bookkeeping %.3f ms, "
+               "forward %.3f ms: scheduling is %.2f%% of the step (%zu steps, %lld KV blocks)\n",
+               static_cast<long long>(batch_size), median_of(schedule_ms),
+               median_of(bookkeeping_ms), forward, 100.0 * scheduling / (scheduling + forward),
+               schedule_ms.size(), static_cast<long long>(config.blocks.num_gpu_blocks));
+  return {{"batch", batch_size},
+          {"prompt", o.prompt},
+          {"new_tokens", o.new_tokens},
+          {"steps_measured", schedule_ms.size()},
+          {"gpu_blocks", config.blocks.num_gpu_blocks},
+          {"schedule_and_batch_ms", median_of(schedule_ms)},
+          {"bookkeeping_ms", median_of(bookkeeping_ms)},
+          {"forward_ms", forward},
+          {"scheduling_share", scheduling / (scheduling + forward)}};
+}
+
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
   CudaBackend backend(CudaBackendOptions{DType::kBF16});
@@ -350,7 +448,13 @@ int run(int argc, char** argv) {
                           {"weight_bytes", params * 2},
                           {"weight_bytes_read_per_step", weight_bytes_read}}}};
 
-  if (o.mode == "swapstep") {
+  if (o.mode == "schedule") {
+    out["schedule"] = nlohmann::json::array();
+    for (int64_t batch_size : o.batch_sizes) {
+      run_schedule(model, backend, batch_size, o);  // warm-up: CUDA graphs, allocations
+      out["schedule"].push_back(run_schedule(model, backend, batch_size, o));
+    }
+  } else if (o.mode == "swapstep") {
     out["swapstep"] = run_swapstep(model, backend, o.batch_sizes.front(), o);
   } else if (o.mode == "decode") {
     out["layout"] = o.layout;

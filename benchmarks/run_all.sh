@@ -11,7 +11,7 @@ usage: benchmarks/run_all.sh [--quick] [--out DIR] [--build DIR] [--only LIST] [
   --quick                    fewer batch sizes and contexts (about half the time)
   --out DIR                  raw JSON folder (default benchmarks/results/raw/<date>-<gpu>)
   --build DIR                where the benchmark binaries are (default build-gpu)
-  --only LIST                a subset of: ceilings,attention,sdpa,model,swap,hf (default: all, in that
+  --only LIST                a subset of: ceilings,attention,sdpa,model,swap,schedule,hf (default: all, in that
                              order)
   --batch-sizes LIST         decode batch sizes, servelab and HF eager (default 1,8,32,64,128)
   --static-batch-sizes LIST  HF static-cache batch sizes; each compiles for minutes (default 1,64)
@@ -21,7 +21,7 @@ usage: benchmarks/run_all.sh [--quick] [--out DIR] [--build DIR] [--only LIST] [
                              killed at it, none starts within 15 s of it, and hf_decode.py starts
                              no run in its last 200 s (gpu_check.sh sets it from its time budget)
 The files: meta.json ceilings.json attention.json sdpa.json model_decode.json model_prefill.json
-swap.json model_swapstep.json hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
+swap.json model_swapstep.json model_schedule.json hf_decode.json. A rerun of a subset replaces only that subset's files, except hf_decode.json, which
 keeps the earlier runs (same device) that the rerun does not measure again.
 Native binaries run with $SERVELAB_LD_LIBRARY_PATH prepended to LD_LIBRARY_PATH (gpu_check.sh
 sets it to the unpacked .carry libraries); Python ones do not.
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 quick=0
 out=""
 build="build-gpu"
-only="ceilings,attention,sdpa,model,swap,hf"
+only="ceilings,attention,sdpa,model,swap,schedule,hf"
 batch_sizes=""
 static_batch_sizes=""
 hf_time_limit=0
@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
 done
 for name in ${only//,/ }; do
   case "$name" in
-    ceilings|attention|sdpa|model|swap|hf) ;;
+    ceilings|attention|sdpa|model|swap|schedule|hf) ;;
     *) echo "run_all: --only: unknown benchmark '$name'" >&2; exit 2 ;;
   esac
 done
@@ -122,7 +122,7 @@ EOF
 }
 
 total_steps=0
-for name in ceilings attention sdpa model swap hf; do
+for name in ceilings attention sdpa model swap schedule hf; do
   if selected "$name"; then total_steps=$((total_steps + 1)); fi
 done
 start_seconds=$SECONDS
@@ -226,6 +226,16 @@ if selected swap; then
       --json "$out/model_swapstep.json"
   else
     missing_binary servelab_bench_model swap
+  fi
+fi
+
+if selected schedule; then
+  step "schedule: the continuous-batching scheduler's CPU time per step against the forward (64, 256)"
+  if exe=$(binary servelab_bench_model); then
+    bench model-schedule native "$exe" schedule --batch-sizes 64,256 --prompt 128 --new-tokens 64 \
+      --json "$out/model_schedule.json"
+  else
+    missing_binary servelab_bench_model schedule
   fi
 fi
 

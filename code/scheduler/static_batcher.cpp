@@ -10,8 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "sampling/sampler.h"
-#include "tokenizer/incremental_detokenizer.h"
+#include "scheduler/choice_output.h"
 
 namespace servelab {
 namespace {
@@ -24,35 +23,6 @@ OutputEvent error_event(std::string message, int status) {
   return event;
 }
 
-/// The length of the longest suffix of `text` that is a proper prefix of one of `stops`: those
-/// bytes may still become a stop string, so they are not streamed yet.
-size_t stop_prefix_held_back(const std::string& text, const std::vector<std::string>& stops) {
-  size_t held = 0;
-  for (const std::string& stop : stops) {
-    const size_t longest = std::min(stop.size() - (stop.empty() ? 0 : 1), text.size());
-    for (size_t length = longest; length > held; --length) {
-      if (text.compare(text.size() - length, length, stop, 0, length) == 0) {
-        held = length;
-        break;
-      }
-    }
-  }
-  return held;
-}
-
-/// The earliest stop string in `text` that ends after byte `old_size` (text before it was already
-/// searched, or was produced before min_new_tokens and must not stop the row); npos if none.
-size_t find_stop(const std::string& text, size_t old_size, const std::vector<std::string>& stops) {
-  size_t best = std::string::npos;
-  for (const std::string& stop : stops) {
-    if (stop.empty()) continue;
-    const size_t from = old_size >= stop.size() - 1 ? old_size - (stop.size() - 1) : 0;
-    const size_t found = text.find(stop, from);
-    if (found != std::string::npos && found < best) best = found;
-  }
-  return best;
-}
-
 }  // namespace
 
 /// A request of the running package.
@@ -63,29 +33,19 @@ struct StaticBatcher::RunningRequest {
 
 /// One choice of one request: one row of the package.
 struct StaticBatcher::Row {
-  Row(RunningRequest* owner_in, int index_in, ContiguousKvCache cache_in,
-      const SamplingParams& params, const Tokenizer& tokenizer, int64_t budget_in)
+  Row(RunningRequest* owner_in, int index, ContiguousKvCache cache_in, const Tokenizer& tokenizer,
+      const GenerationConfig& config, int64_t budget, uint64_t seed)
       : owner(owner_in),
-        index(index_in),
         cache(std::move(cache_in)),
-        sampler(params),
-        detokenizer(tokenizer, owner_in->request.prompt_tokens),
-        history(owner_in->request.prompt_tokens),
-        next_tokens(owner_in->request.prompt_tokens),
-        budget(budget_in) {}
+        output(tokenizer, owner_in->request.prompt_tokens, config, index, budget, seed,
+               owner_in->request.output),
+        next_tokens(owner_in->request.prompt_tokens) {}
 
   RunningRequest* owner;
-  int index;
   ContiguousKvCache cache;
-  Sampler sampler;
-  IncrementalDetokenizer detokenizer;
-  std::vector<int32_t> history;      // prompt + generated, for the repetition penalty
+  ChoiceOutput output;               // sampling, stop strings, streaming, the finish event
   std::vector<int32_t> next_tokens;  // what the next forward call feeds: the prompt, then 1 token
-  int64_t budget;                    // max_new_tokens clamped to the context
-  int64_t generated = 0;
-  std::string text;  // the choice's text so far (cut before a stop string once one is found)
-  size_t sent = 0;   // bytes of `text` already streamed
-  bool done = false;
+  bool done = false;                 // finished, cancelled or failed: its cache is freed
 };
 
 StaticBatcher::StaticBatcher(LlamaModel& model, const Tokenizer& tokenizer,
@@ -239,11 +199,10 @@ void StaticBatcher::run_package(Package package) {
       std::vector<std::unique_ptr<Row>> request_rows;
       try {
         for (int64_t choice = 0; choice < config.num_return_sequences; ++choice) {
-          SamplingParams params = config.to_sampling_params(seed);
-          params.seed = seed + static_cast<uint64_t>(choice);  // the n samples must differ
-          request_rows.push_back(std::make_unique<Row>(owner.get(), static_cast<int>(choice),
-                                                       model_.new_kv_cache(prompt_length + budget),
-                                                       params, tokenizer_, budget));
+          // seed + choice: the n samples must differ, and repeat with the same seed.
+          request_rows.push_back(std::make_unique<Row>(
+              owner.get(), static_cast<int>(choice), model_.new_kv_cache(prompt_length + budget),
+              tokenizer_, config, budget, seed + static_cast<uint64_t>(choice)));
           reserved += prompt_length + budget;
         }
       } catch (const Error& error) {
@@ -260,54 +219,13 @@ void StaticBatcher::run_package(Package package) {
   }
 
   int64_t used = 0;
-  auto send_text = [](Row& row, size_t end) {
-    if (end <= row.sent) return;
-    OutputEvent event;
-    event.kind = OutputEvent::Kind::kText;
-    event.index = row.index;
-    event.text = row.text.substr(row.sent, end - row.sent);
-    row.sent = end;
-    row.owner->request.output->send(std::move(event));
-  };
   auto release = [&](Row& row) {
     row.done = true;
     used += row.cache.length;
     row.cache = ContiguousKvCache{};  // the memory goes back now, not at the package's end
     row.owner->rows_left -= 1;
   };
-  // Appends detokenized text; returns true when a stop string ended the row's text.
-  auto append = [&](Row& row, const std::string& piece) {
-    if (piece.empty()) return false;
-    const size_t old_size = row.text.size();
-    row.text += piece;
-    if (row.generated >= config.min_new_tokens) {
-      const size_t stop_at = find_stop(row.text, old_size, config.stop);
-      if (stop_at != std::string::npos) {
-        row.text.resize(std::max(stop_at, row.sent));
-        return true;
-      }
-    }
-    // Stream all but a tail that may still grow into a stop string, cut at a UTF-8 boundary.
-    size_t end = row.text.size() - stop_prefix_held_back(row.text, config.stop);
-    while (end > row.sent && end < row.text.size() &&
-           (static_cast<unsigned char>(row.text[end]) & 0xC0) == 0x80)
-      --end;
-    send_text(row, end);
-    return false;
-  };
-  auto finish = [&](Row& row, std::string reason, bool stopped_by_string) {
-    if (!stopped_by_string && append(row, row.detokenizer.finish())) reason = "stop";
-    send_text(row, row.text.size());
-    OutputEvent event;
-    event.kind = OutputEvent::Kind::kFinished;
-    event.index = row.index;
-    event.finish_reason = std::move(reason);
-    event.completion_tokens = row.generated;
-    row.owner->request.output->send(std::move(event));
-    release(row);
-  };
 
-  std::vector<float> masked(static_cast<size_t>(vocab));
   std::vector<ForwardSequence> batch;
   std::vector<Row*> active;
   try {
@@ -324,7 +242,8 @@ void StaticBatcher::run_package(Package package) {
         if (row->owner->request.output->cancelled()) {
           release(*row);  // nobody listens: drop it silently and free its cache
         } else if (abort_now) {
-          finish(*row, "abort", /*stopped_by_string=*/false);
+          row->output.finish("abort");
+          release(*row);
         } else {
           active.push_back(row.get());
           batch.push_back({row->next_tokens, &row->cache});
@@ -344,30 +263,13 @@ void StaticBatcher::run_package(Package package) {
       }
       for (size_t position = 0; position < active.size(); ++position) {
         Row& row = *active[position];
-        const float* row_logits = logits.f32() + position * static_cast<size_t>(vocab);
-        if (!config.ignore_eos && row.generated < config.min_new_tokens) {
-          // min_new_tokens: EOS may not be chosen yet (Hugging Face's MinNewTokensLength).
-          std::copy(row_logits, row_logits + vocab, masked.begin());
-          for (int32_t eos : tokenizer_.eos_ids())
-            if (eos >= 0 && eos < vocab) masked[static_cast<size_t>(eos)] = -INFINITY;
-          row_logits = masked.data();
+        const int32_t token =
+            row.output.next_token(logits.f32() + position * static_cast<size_t>(vocab), vocab);
+        if (row.output.done()) {
+          release(row);
+        } else {
+          row.next_tokens.assign(1, token);
         }
-        const int32_t token = row.sampler.sample(row_logits, vocab, row.history);
-        row.generated += 1;
-        row.history.push_back(token);
-        if (!config.ignore_eos && tokenizer_.is_eos(token)) {
-          finish(row, "stop", /*stopped_by_string=*/false);
-          continue;
-        }
-        if (append(row, row.detokenizer.push(token))) {
-          finish(row, "stop", /*stopped_by_string=*/true);
-          continue;
-        }
-        if (row.generated >= row.budget) {
-          finish(row, "length", /*stopped_by_string=*/false);
-          continue;
-        }
-        row.next_tokens.assign(1, token);
       }
       std::lock_guard<std::mutex> lock(mutex_);
       maybe_pack_locked(/*engine_idle=*/false);  // the tick: fixes what runs next
