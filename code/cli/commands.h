@@ -13,5 +13,6 @@ std::string default_model_dir();
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
+int run_balance(const std::vector<std::string>& args);
 
 }  // namespace servelab::cli

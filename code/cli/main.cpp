@@ -17,6 +17,7 @@ commands:
   generate   generate text from a prompt with a Hugging Face Llama-family model
   inspect    print a model folder's configuration and tensors
   serve      serve a model over HTTP (native and OpenAI-compatible APIs)
+  balance    a load balancer in front of several servers (same APIs)
 
 Run `servelab <command> --help` for a command's options.
 )";
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (command == "generate") return servelab::cli::run_generate(args);
     if (command == "inspect") return servelab::cli::run_inspect(args);
     if (command == "serve") return servelab::cli::run_serve(args);
+    if (command == "balance") return servelab::cli::run_balance(args);
     std::cerr << "servelab: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const servelab::Error& error) {

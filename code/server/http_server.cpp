@@ -16,30 +16,10 @@
 #include "common/error.h"
 #include "protocol/protocol_error.h"
 #include "protocol/response.h"
+#include "server/listen_backlog.h"
 
 namespace servelab {
 namespace {
-
-/// cpp-httplib 0.11 listens with a backlog of 5 connections (CPPHTTPLIB_LISTEN_BACKLOG, compiled
-/// into Debian's library): a burst of clients then overflows the kernel's accept queue, and some
-/// of them see their connection reset or stall. Calling listen() again on a listening socket
-/// only changes its backlog (Linux), so find our socket by its port and widen the queue.
-void widen_listen_backlog(int port) {
-  for (int fd = 3; fd < 4096; ++fd) {
-    int accepting = 0;
-    socklen_t length = sizeof accepting;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) != 0 || !accepting) continue;
-    sockaddr_storage address{};
-    socklen_t address_length = sizeof address;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) != 0) continue;
-    int bound = -1;
-    if (address.ss_family == AF_INET)
-      bound = ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-    else if (address.ss_family == AF_INET6)
-      bound = ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
-    if (bound == port) ::listen(fd, SOMAXCONN);
-  }
-}
 
 using Clock = std::chrono::steady_clock;
 

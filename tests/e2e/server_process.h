@@ -72,6 +72,23 @@ class ServerProcess {
       arguments.insert(arguments.end(), {"--num-gpu-blocks", "1024", "--num-cpu-blocks", "1024"});
     }
     arguments.insert(arguments.end(), extra_arguments.begin(), extra_arguments.end());
+    start(arguments, "servelab serve: ready");
+  }
+
+  /// Any servelab command that prints "listening on http://127.0.0.1:PORT" (and then
+  /// `ready_marker`, unless it is empty), e.g. `servelab balance`.
+  struct Command {
+    std::vector<std::string> arguments;  ///< after the binary
+    std::string ready_marker;
+  };
+  explicit ServerProcess(const Command& command) {
+    std::vector<std::string> arguments = {testing::binary_path("servelab")};
+    arguments.insert(arguments.end(), command.arguments.begin(), command.arguments.end());
+    start(arguments, command.ready_marker);
+  }
+
+ private:
+  void start(std::vector<std::string> arguments, const std::string& ready_marker) {
     std::vector<char*> argv;
     for (std::string& argument : arguments) argv.push_back(argument.data());
     argv.push_back(nullptr);
@@ -101,11 +118,11 @@ class ServerProcess {
       }
     }
     if (port_ == 0) throw std::runtime_error("the server never said where it listens: " + said);
-    // It listens while the model loads (answering 503 "loading"), then says it is ready.
-    bool ready = false;
+    // A server listens while the model loads (answering 503 "loading"), then says it is ready.
+    bool ready = ready_marker.empty();
     while (!ready && fgets(line, sizeof line, output_) != nullptr) {
       said += line;
-      ready = std::string(line).find("servelab serve: ready") != std::string::npos;
+      ready = std::string(line).find(ready_marker) != std::string::npos;
     }
     if (!ready) throw std::runtime_error("the server never said it was ready: " + said);
     // Keep draining its output so that it never blocks on a full pipe.
@@ -115,6 +132,8 @@ class ServerProcess {
       }
     });
   }
+
+ public:
   ~ServerProcess() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
@@ -125,6 +144,15 @@ class ServerProcess {
   }
 
   int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  /// SIGKILL, as a crash: no drain, connections reset.
+  void kill_now() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = 0;
+    }
+  }
   httplib::Client client() const {
     httplib::Client client("127.0.0.1", port_);
     client.set_read_timeout(120, 0);
