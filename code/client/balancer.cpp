@@ -335,7 +335,10 @@ void Balancer::watch_loop() {
     if (stat(config_path_.c_str(), &info) != 0) return -1;
     return static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
   };
+  // Read the file once more after taking its time stamp: an edit made between the first load and
+  // the stamp would otherwise go unnoticed until the next one.
   int64_t last = modified();
+  reload();
   while (!stopping_) {
     {
       std::unique_lock<std::mutex> lock(wake_mutex_);
@@ -380,6 +383,9 @@ void Balancer::apply(const BalancerConfig& config) {
       removed += 1;
     }
   }
+  const bool changed = added > 0 || removed > 0 || config_.policy != config.policy ||
+                       config_.retries != config.retries ||
+                       config_.health_interval_seconds != config.health_interval_seconds;
   // What can change without a restart; the listening address and admission bound cannot.
   config_.servers = config.servers;
   config_.policy = config.policy;
@@ -387,6 +393,7 @@ void Balancer::apply(const BalancerConfig& config) {
   config_.health_interval_seconds = config.health_interval_seconds;
   config_.health_timeout_seconds = config.health_timeout_seconds;
   config_.health = config.health;
+  if (!changed) return;
   std::fprintf(stderr, "servelab balance: reloaded %s: %d server(s) added, %d removed, policy %s\n",
                config_path_.c_str(), added, removed, to_string(config_.policy));
   probe_now_ = true;

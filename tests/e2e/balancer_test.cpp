@@ -156,10 +156,44 @@ TEST_F(Balancing, TheBatchingHeaderPicksThePoolAndAnUnknownModelIs404) {
   EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "servelab-stories");
 }
 
+TEST_F(Balancing, ItsOwnApiKeyAdmissionBoundAndPayloadLimitAnswerAsTheServersDo) {
+  ServerProcess server({}, "continuous");
+  ConfigFile file("limits");
+  json config = config_for({server.url()}, "round_robin");
+  config["server"] = {{"api_key", "secret"}, {"max_inflight", 1}, {"payload_limit", 4096}};
+  file.write(config);
+  ServerProcess balancer = start_balancer(file);
+  httplib::Client client = balancer.client();
+  const httplib::Headers key = {{"Authorization", "Bearer secret"}};
+  auto no_key = client.Post("/generate", greedy_native(2).dump(), "application/json");
+  ASSERT_TRUE(no_key);
+  EXPECT_EQ(no_key->status, 401);
+  auto with_key = client.Post("/generate", key, greedy_native(2).dump(), "application/json");
+  ASSERT_TRUE(with_key);
+  EXPECT_EQ(with_key->status, 200) << with_key->body;
+  auto too_big = client.Post("/generate", key, std::string(8192, ' '), "application/json");
+  ASSERT_TRUE(too_big);
+  EXPECT_EQ(too_big->status, 413);
+  // One long request holds the only admission slot; the next one gets 429 at once.
+  auto long_one = std::async(std::launch::async, [&] {
+    httplib::Client own = balancer.client();
+    auto result = own.Post("/generate", key, greedy_native(400).dump(), "application/json");
+    return result ? result->status : -1;
+  });
+  ASSERT_TRUE(
+      wait_until([&] { return metric(client, "servelab_balancer_requests_in_flight") == 1; },
+                 milliseconds(5000)));
+  auto refused = client.Post("/generate", key, greedy_native(2).dump(), "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429);
+  EXPECT_EQ(long_one.get(), 200);
+  EXPECT_EQ(client.Get("/health")->status, 200) << "probes need no key";
+}
+
 TEST_F(Balancing, AStreamThroughTheBalancerIsExactlyTheServersStream) {
   ServerProcess server({}, "continuous");
   ConfigFile file("passthrough");
-  file.write(config_for({server.url()}, "round_robin"));
+  file.write(json{{"servers", {server.url()}}});  // the smallest config there is
   ServerProcess balancer = start_balancer(file);
   auto events = [](const std::string& url) {
     std::vector<std::string> received;
