@@ -15,6 +15,8 @@
 
 #include "common/channel.h"
 #include "common/error.h"
+#include "protocol/protocol_error.h"
+#include "protocol/response.h"
 #include "server/listen_backlog.h"
 
 namespace servelab {
@@ -25,18 +27,16 @@ using Clock = std::chrono::steady_clock;
 
 const char* kJson = "application/json";
 
-/// The error object the servers answer with (see docs/protocol.md), for the balancer's own errors.
-std::string error_body(const std::string& message, const std::string& type,
-                       const std::string& code) {
-  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}}
-      .dump();
+/// The servers' error object (protocol/response.h) for the balancer's own errors.
+nlohmann::json error_json(int status, const std::string& message, const std::string& code) {
+  return error_body(ProtocolError(status, status >= 500 ? "server_error" : "invalid_request_error",
+                                  message, "", code));
 }
 
 void answer_error(httplib::Response& response, int status, const std::string& message,
                   const std::string& code) {
   response.status = status;
-  response.set_content(
-      error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code), kJson);
+  response.set_content(to_json_text(error_json(status, message, code)), kJson);
 }
 
 /// What routing needs from a request body: its model, whether it streams, and its cost estimate.
@@ -586,11 +586,12 @@ void Balancer::handle_generate(const std::string& path, const httplib::Request& 
                   std::lock_guard<std::mutex> lock(attempt->backend->mutex);
                   attempt->backend->health.request_failed();
                 }
-                const std::string event = "data: " +
-                                          error_body("The server " + attempt->backend->entry.url +
-                                                         " failed while streaming this answer",
-                                                     "server_error", "upstream_failed") +
-                                          "\n\ndata: [DONE]\n\n";
+                const std::string event =
+                    sse_event(error_json(502,
+                                         "The server " + attempt->backend->entry.url +
+                                             " failed while streaming this answer",
+                                         "upstream_failed")) +
+                    sse_done();
                 sink.write(event.data(), event.size());
               }
               sink.done();

@@ -14,14 +14,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-OutputEvent error_event(std::string message, int status) {
-  OutputEvent event;
-  event.kind = OutputEvent::Kind::kError;
-  event.error = std::move(message);
-  event.status = status;
-  return event;
-}
-
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/channel.h"
@@ -33,6 +34,15 @@ struct OutputEvent {
 };
 
 using OutputChannel = Channel<OutputEvent>;
+
+/// The kError event that ends a request with `message` and HTTP `status`.
+inline OutputEvent error_event(std::string message, int status) {
+  OutputEvent event;
+  event.kind = OutputEvent::Kind::kError;
+  event.error = std::move(message);
+  event.status = status;
+  return event;
+}
 
 /// A validated, tokenized request handed to an engine.
 struct ServingRequest {

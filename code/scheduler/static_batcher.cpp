@@ -13,17 +13,6 @@
 #include "scheduler/choice_output.h"
 
 namespace servelab {
-namespace {
-
-OutputEvent error_event(std::string message, int status) {
-  OutputEvent event;
-  event.kind = OutputEvent::Kind::kError;
-  event.error = std::move(message);
-  event.status = status;
-  return event;
-}
-
-}  // namespace
 
 /// A request of the running package.
 struct StaticBatcher::RunningRequest {

@@ -18,7 +18,6 @@ namespace {
 using testing::DriverOptions;
 using testing::DriverRequest;
 using testing::DriverResult;
-using testing::PreemptionMode;
 
 #define REQUIRE_GPU() \
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"

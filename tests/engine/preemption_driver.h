@@ -1,26 +1,23 @@
-// A deliberately small continuous-batching loop for tests of the memory system: first come,
-// first served, greedy decoding, one sequence per request, and preemption of the most recently
-// admitted request when the GPU pool runs short (by swap or by recompute). It drives the real
-// block manager, cache engine and step runner; the server's scheduler (code/scheduler/) is the
-// full version of the same loop.
+// A continuous-batching loop for tests of the memory system: greedy decoding, one sequence per
+// request, the real scheduler (ContinuousScheduler: first come, first served, the most recently
+// admitted request preempted by swap or recompute when the GPU pool runs short) driving the real
+// block manager, cache engine and step runner, without the engine thread, sampling or HTTP of the
+// server (ContinuousEngine).
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <deque>
 #include <string>
 #include <vector>
 
-#include "block_manager/block_manager.h"
 #include "cache_engine/cache_engine.h"
 #include "common/error.h"
 #include "engine/step_runner.h"
 #include "model/llama_model.h"
+#include "scheduler/continuous_batcher.h"
 
 namespace servelab::testing {
-
-enum class PreemptionMode { kSwap, kRecompute };
 
 struct DriverRequest {
   std::vector<int32_t> prompt;
@@ -69,132 +66,60 @@ inline ::testing::AssertionResult same_outputs(const DriverResult& actual,
 inline DriverResult run_greedy_requests(LlamaModel& model,
                                         const std::vector<DriverRequest>& requests,
                                         const DriverOptions& options) {
-  BlockManager blocks(options.blocks);
+  ContinuousSchedulerConfig config;
+  config.batch_max_tokens = int64_t{1} << 30;  // no token budget: only the blocks limit a step
+  config.batch_max_beams = options.max_running;
+  config.preemption_mode = options.mode;
+  config.blocks = options.blocks;
+  ContinuousScheduler scheduler(config);
   CacheEngine cache(model.backend(), kv_cache_shape(model, options.blocks.block_size),
                     options.blocks.num_gpu_blocks, options.blocks.num_cpu_blocks);
   StepRunner runner(model, cache);
 
-  const size_t count = requests.size();
   DriverResult result;
-  result.outputs.assign(count, {});
-  std::vector<bool> preempted_before(count, false);
-  std::deque<size_t> waiting, swapped;
-  std::vector<size_t> running;  // admission order: oldest first
-  for (size_t r = 0; r < count; ++r) waiting.push_back(r);
+  result.outputs.assign(requests.size(), {});
+  for (size_t r = 0; r < requests.size(); ++r) {
+    ScheduledRequestSpec spec;
+    spec.id = static_cast<RequestId>(r);
+    spec.prompt = requests[r].prompt;
+    spec.max_total_tokens =
+        static_cast<int64_t>(requests[r].prompt.size()) + requests[r].max_new_tokens;
+    scheduler.add(std::move(spec));
+  }
   size_t finished = 0;
-  auto id = [](size_t r) { return static_cast<int64_t>(r); };  // request id = sequence id
-
-  while (finished < count) {
-    CachePlan plan;
-    bool preempted = false;
-    auto preempt = [&](size_t victim) {
-      preempted = true;
-      preempted_before[victim] = true;
-      if (options.mode == PreemptionMode::kSwap && blocks.can_swap_out(id(victim))) {
-        std::vector<BlockMove> moves = blocks.swap_out(id(victim));
-        plan.swap_out.insert(plan.swap_out.end(), moves.begin(), moves.end());
-        swapped.push_back(victim);
-      } else {
-        blocks.preempt_by_recompute(id(victim));
-        waiting.push_front(victim);
-      }
-    };
-
-    // 1. Every running sequence needs a slot for its last token; when there is none, the most
-    //    recently admitted request gives its blocks up (possibly the one asking).
-    std::vector<size_t> decode;
-    std::deque<size_t> queue(running.begin(), running.end());
-    running.clear();
-    while (!queue.empty()) {
-      const size_t r = queue.front();
-      queue.pop_front();
-      bool self_preempted = false;
-      while (!blocks.can_append_slots(id(r))) {
-        if (!queue.empty()) {
-          preempt(queue.back());
-          queue.pop_back();
-        } else {
-          preempt(r);
-          self_preempted = true;
-          break;
-        }
-      }
-      if (self_preempted) continue;
-      AppendResult append = blocks.append_slot(id(r), result.outputs[r].back());
-      if (append.copy) plan.copies.push_back(*append.copy);
-      running.push_back(r);
-      decode.push_back(r);
-    }
-    // 2. Swapped requests come back first come, first served, when nothing was preempted.
-    while (!preempted && !swapped.empty() && blocks.can_swap_in(id(swapped.front()))) {
-      const size_t r = swapped.front();
-      swapped.pop_front();
-      std::vector<BlockMove> moves = blocks.swap_in(id(r));
-      plan.swap_in.insert(plan.swap_in.end(), moves.begin(), moves.end());
-      AppendResult append = blocks.append_slot(id(r), result.outputs[r].back());
-      if (append.copy) plan.copies.push_back(*append.copy);
-      running.push_back(r);
-      decode.push_back(r);
-    }
-    // 3. New (and recompute-preempted) requests, while blocks allow.
-    std::vector<std::pair<size_t, int64_t>> prefill;  // request, cached tokens
-    while (!preempted && swapped.empty() && !waiting.empty() &&
-           static_cast<int64_t>(running.size()) < options.max_running) {
-      const size_t r = waiting.front();
-      std::vector<int32_t> tokens = requests[r].prompt;
-      tokens.insert(tokens.end(), result.outputs[r].begin(), result.outputs[r].end());
-      const int64_t total =
-          static_cast<int64_t>(requests[r].prompt.size()) + requests[r].max_new_tokens;
-      AllocationStatus status = blocks.can_allocate(tokens, total);
-      if (status == AllocationStatus::kNever)
-        fail("request ", r, " can never fit in ", options.blocks.num_gpu_blocks, " blocks");
-      if (status == AllocationStatus::kLater) break;
-      waiting.pop_front();
-      const int64_t cached = blocks.allocate(id(r), id(r), tokens);
-      if (preempted_before[r]) result.recomputed_tokens += static_cast<int64_t>(tokens.size());
-      prefill.emplace_back(r, cached);
-      running.push_back(r);
-    }
-    if (decode.empty() && prefill.empty())
-      fail("the driver is stuck: nothing can run (", waiting.size(), " waiting, ", swapped.size(),
-           " swapped)");
-
-    // 4. One step over decodes and prefills together.
-    std::vector<StepSequence> step;
-    std::vector<size_t> order;
-    for (size_t r : decode) {
-      step.push_back(
-          {{result.outputs[r].back()}, blocks.num_tokens(id(r)) - 1, &blocks.block_table(id(r))});
-      order.push_back(r);
-    }
-    for (const auto& [r, cached] : prefill) {
-      std::vector<int32_t> tokens = requests[r].prompt;
-      tokens.insert(tokens.end(), result.outputs[r].begin(), result.outputs[r].end());
-      step.push_back({std::vector<int32_t>(tokens.begin() + cached, tokens.end()), cached,
-                      &blocks.block_table(id(r))});
-      order.push_back(r);
-    }
-    std::vector<int32_t> next = runner.run_greedy(plan, step);
+  while (finished < requests.size()) {
+    const SchedulerStep step = scheduler.schedule();
+    if (!step.rejected.empty())
+      fail("request ", step.rejected.front().first,
+           " can never fit: ", step.rejected.front().second);
+    if (step.empty())
+      fail("the driver is stuck: nothing can run (", scheduler.num_waiting(), " waiting, ",
+           scheduler.num_swapped(), " swapped)");
+    std::vector<StepSequence> batch;
+    for (const ScheduledSequence& s : step.sequences)
+      batch.push_back({s.tokens, s.num_cached, &scheduler.block_table(s.sequence)});
+    const std::vector<int32_t> next = runner.run_greedy(step.plan, batch);
+    scheduler.complete_step(step);
     ++result.steps;
-    result.max_running_seen =
-        std::max(result.max_running_seen, static_cast<int64_t>(running.size()));
-
-    // 5. Append the new tokens; finished requests give their blocks back.
-    for (size_t i = 0; i < order.size(); ++i) {
-      const size_t r = order[i];
-      blocks.mark_computed(id(r));
-      result.outputs[r].push_back(next[i]);
-      if (static_cast<int64_t>(result.outputs[r].size()) == requests[r].max_new_tokens) {
-        blocks.free_request(id(r));
-        running.erase(std::find(running.begin(), running.end(), r));
+    result.max_running_seen = std::max(result.max_running_seen, scheduler.num_running());
+    for (size_t i = 0; i < step.sequences.size(); ++i) {
+      const ScheduledSequence& s = step.sequences[i];
+      std::vector<int32_t>& output = result.outputs[static_cast<size_t>(s.request)];
+      output.push_back(next[i]);
+      if (static_cast<int64_t>(output.size()) ==
+          requests[static_cast<size_t>(s.request)].max_new_tokens) {
+        scheduler.finish(s.request);
         ++finished;
+      } else {
+        scheduler.append_token(s.sequence, next[i]);
       }
     }
-    blocks.check_invariants();
+    scheduler.block_manager().check_invariants();
   }
   cache.synchronize();
-  result.stats = blocks.stats();
+  result.stats = scheduler.block_manager().stats();
   result.moved = cache.counters();
+  result.recomputed_tokens = scheduler.stats().recomputed_tokens;
   return result;
 }
 

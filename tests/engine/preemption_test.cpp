@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "embedded_model.h"
 #include "engine/preemption_driver.h"
 #include "test_paths.h"
 #include "tokenizer/tokenizer.h"
@@ -17,22 +18,9 @@ namespace {
 using testing::DriverOptions;
 using testing::DriverRequest;
 using testing::DriverResult;
-using testing::PreemptionMode;
 
-class CpuPreemption : public ::testing::Test {
+class CpuPreemption : public testing::EmbeddedModelSuite {
  protected:
-  static void SetUpTestSuite() {
-    const std::string dir = testing::source_path("models/servelab-stories");
-    backend_ = new CpuBackend();
-    model_ = new LlamaModel(LlamaModel::load(dir, *backend_));
-    tokenizer_ = new Tokenizer(Tokenizer::load(dir));
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
-  }
-
   /// Six stories of different lengths: 256 to 320 new tokens each (past EOS: the point is the
   /// memory traffic, and what the model says after its story ends is just as deterministic).
   static std::vector<DriverRequest> stories() {
@@ -72,14 +60,7 @@ class CpuPreemption : public ::testing::Test {
     EXPECT_EQ(result.stats.gpu_blocks_used, 0);
     EXPECT_EQ(result.stats.cpu_blocks_used, 0);
   }
-
-  static CpuBackend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
 };
-CpuBackend* CpuPreemption::backend_ = nullptr;
-LlamaModel* CpuPreemption::model_ = nullptr;
-Tokenizer* CpuPreemption::tokenizer_ = nullptr;
 
 // The six requests need about 6 x 21 = 126 blocks of 16 tokens at their longest; 30 blocks hold
 // fewer than two of them.

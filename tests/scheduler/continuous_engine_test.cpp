@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "embedded_model.h"
 #include "engine/generator.h"
 #include "scheduler/engine_test_helpers.h"
 #include "test_paths.h"
@@ -25,20 +26,8 @@ using std::chrono::milliseconds;
 using testing::collect;
 using testing::Collected;
 
-class ContinuousEngineTest : public ::testing::Test {
+class ContinuousEngineTest : public testing::EmbeddedModelSuite {
  protected:
-  static void SetUpTestSuite() {
-    const std::string dir = testing::source_path("models/servelab-stories");
-    backend_ = new CpuBackend();
-    model_ = new LlamaModel(LlamaModel::load(dir, *backend_));
-    tokenizer_ = new Tokenizer(Tokenizer::load(dir));
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
-  }
-
   static ContinuousEngineOptions options(int64_t gpu_blocks, int64_t cpu_blocks,
                                          PreemptionMode mode = PreemptionMode::kSwap) {
     ContinuousEngineOptions options;
@@ -80,15 +69,7 @@ class ContinuousEngineTest : public ::testing::Test {
     EXPECT_EQ(gauges.kv_blocks_free, gauges.kv_blocks_total);
     EXPECT_EQ(gauges.cpu_blocks_free, gauges.cpu_blocks_total);
   }
-
-  static CpuBackend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
 };
-
-CpuBackend* ContinuousEngineTest::backend_ = nullptr;
-LlamaModel* ContinuousEngineTest::model_ = nullptr;
-Tokenizer* ContinuousEngineTest::tokenizer_ = nullptr;
 
 const std::vector<std::string> kPrompts = {"Tom had a red ball.", "One day, a girl named Lily",
                                            "The cat sat on the mat and looked at the bird."};

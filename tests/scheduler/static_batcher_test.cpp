@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "embedded_model.h"
 #include "engine/generator.h"
 #include "scheduler/engine_test_helpers.h"
 #include "test_paths.h"
@@ -25,20 +26,8 @@ using std::chrono::milliseconds;
 using testing::collect;
 using testing::Collected;
 
-class StaticBatcherTest : public ::testing::Test {
+class StaticBatcherTest : public testing::EmbeddedModelSuite {
  protected:
-  static void SetUpTestSuite() {
-    const std::string dir = testing::source_path("models/servelab-stories");
-    backend_ = new CpuBackend();
-    model_ = new LlamaModel(LlamaModel::load(dir, *backend_));
-    tokenizer_ = new Tokenizer(Tokenizer::load(dir));
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
-  }
-
   static ServingRequest request(const std::string& prompt, const GenerationConfig& config) {
     ServingRequest request;
     request.prompt_tokens = tokenizer_->encode(prompt);
@@ -60,15 +49,7 @@ class StaticBatcherTest : public ::testing::Test {
     config.max_new_tokens = max_new_tokens;
     return config;
   }
-
-  static CpuBackend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
 };
-
-CpuBackend* StaticBatcherTest::backend_ = nullptr;
-LlamaModel* StaticBatcherTest::model_ = nullptr;
-Tokenizer* StaticBatcherTest::tokenizer_ = nullptr;
 
 const std::vector<std::string> kPrompts = {
     "Once upon a time, there was a little fox who lived in the forest.",
