@@ -421,19 +421,7 @@ void ContinuousEngine::advance_beams(Active& active,
   const std::vector<BeamContinuation> next =
       active.beams->step(pointers, vocab, active.beam_tokens);
 
-  // The new beams' sequences: a parent's first continuation keeps its sequence, each further one
-  // forks it (sharing its blocks, copy-on-write); parents with no continuation are freed.
-  std::vector<SequenceId> sequences(next.size());
-  std::vector<std::vector<int32_t>> tokens(next.size());
-  std::vector<bool> parent_used(active.beam_sequences.size(), false);
-  for (size_t i = 0; i < next.size(); ++i) {
-    const size_t parent = static_cast<size_t>(next[i].parent);
-    const SequenceId parent_sequence = active.beam_sequences[parent];
-    sequences[i] = parent_used[parent] ? scheduler_.fork(parent_sequence) : parent_sequence;
-    parent_used[parent] = true;
-    tokens[i] = active.beam_tokens[parent];
-    tokens[i].push_back(next[i].token);
-  }
+  // The search is over: answer with the best hypotheses and free every beam (no fork needed).
   if (active.beams->done()) {
     const std::vector<BeamHypothesis> best = active.beams->finalize();
     for (size_t index = 0; index < best.size(); ++index) {
@@ -456,6 +444,19 @@ void ContinuousEngine::advance_beams(Active& active,
     }
     release(active.id);  // destroys `active`
     return;
+  }
+  // The new beams' sequences: a parent's first continuation keeps its sequence, each further one
+  // forks it (sharing its blocks, copy-on-write); parents with no continuation are freed.
+  std::vector<SequenceId> sequences(next.size());
+  std::vector<std::vector<int32_t>> tokens(next.size());
+  std::vector<bool> parent_used(active.beam_sequences.size(), false);
+  for (size_t i = 0; i < next.size(); ++i) {
+    const size_t parent = static_cast<size_t>(next[i].parent);
+    const SequenceId parent_sequence = active.beam_sequences[parent];
+    sequences[i] = parent_used[parent] ? scheduler_.fork(parent_sequence) : parent_sequence;
+    parent_used[parent] = true;
+    tokens[i] = active.beam_tokens[parent];
+    tokens[i].push_back(next[i].token);
   }
   for (size_t i = 0; i < next.size(); ++i) scheduler_.append_token(sequences[i], next[i].token);
   for (size_t parent = 0; parent < parent_used.size(); ++parent)
