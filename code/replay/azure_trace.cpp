@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "replay/text_fields.h"
 
 namespace servelab {
 namespace {
@@ -13,32 +14,6 @@ namespace {
 constexpr std::array<std::string_view, 3> kColumns = {"TIMESTAMP", "ContextTokens",
                                                       "GeneratedTokens"};
 constexpr std::string_view kTimestampFormat = "YYYY-MM-DD HH:MM:SS.fffffff";
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
-std::vector<std::string_view> split_fields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = line.find(',', start);
-    fields.push_back(
-        trim(line.substr(start, comma == std::string_view::npos ? comma : comma - start)));
-    if (comma == std::string_view::npos) return fields;
-    start = comma + 1;
-  }
-}
-
-/// Parses all of `text` as a non-negative decimal integer; false if anything else is there.
-bool parse_count(std::string_view text, int64_t& value) {
-  if (text.empty() || text.front() < '0' || text.front() > '9') return false;
-  const char* end = text.data() + text.size();
-  const auto [stop, error] = std::from_chars(text.data(), end, value);
-  return error == std::errc() && stop == end;
-}
 
 /// Exactly `digits` decimal digits at text[position...]; advances `position`.
 bool take_digits(std::string_view text, size_t& position, size_t digits, int64_t& value) {

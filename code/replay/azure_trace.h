@@ -7,14 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace servelab {
+#include "replay/trace.h"
 
-/// One request of a trace.
-struct TraceRequest {
-  double arrival_seconds = 0;  ///< seconds after the first request of the file (first one: 0)
-  int64_t prompt_tokens = 0;   ///< ContextTokens: the prompt's length, >= 1
-  int64_t output_tokens = 0;   ///< GeneratedTokens: how many tokens the server generated, >= 0
-};
+namespace servelab {
 
 /// Reads an Azure LLM inference trace, e.g. AzureLLMInferenceTrace_conv.csv or _code.csv of the
 /// Azure Public Dataset (https://github.com/Azure/AzurePublicDataset, folder data/; CC-BY 4.0,

@@ -11,27 +11,12 @@
 #include <string>
 
 #include "common/error.h"
+#include "replay/temporary_file.h"
 
 namespace servelab {
 namespace {
 
-/// A CSV file in the temporary folder that lives as long as the object.
-class TemporaryCsv {
- public:
-  explicit TemporaryCsv(const std::string& contents) {
-    const char* folder = std::getenv("TMPDIR");
-    path_ = std::string(folder != nullptr ? folder : "/tmp") + "/servelab_azure_trace_test_" +
-            std::to_string(::getpid()) + "_" + std::to_string(counter_++) + ".csv";
-    std::ofstream file(path_, std::ios::binary);
-    file << contents;
-  }
-  ~TemporaryCsv() { std::remove(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  std::string path_;
-};
+using testing::TemporaryCsv;
 
 /// The message of the servelab::Error that loading `contents` throws ("" if none).
 std::string load_error(const std::string& contents) {
