@@ -14,5 +14,6 @@ int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
 int run_balance(const std::vector<std::string>& args);
+int run_replay(const std::vector<std::string>& args);
 
 }  // namespace servelab::cli

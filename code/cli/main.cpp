@@ -18,6 +18,7 @@ commands:
   inspect    print a model folder's configuration and tensors
   serve      serve a model over HTTP (native and OpenAI-compatible APIs)
   balance    a load balancer in front of several servers (same APIs)
+  replay     replay a traffic trace against a server and measure its latencies
 
 Run `servelab <command> --help` for a command's options.
 )";
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
     if (command == "inspect") return servelab::cli::run_inspect(args);
     if (command == "serve") return servelab::cli::run_serve(args);
     if (command == "balance") return servelab::cli::run_balance(args);
+    if (command == "replay") return servelab::cli::run_replay(args);
     std::cerr << "servelab: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const servelab::Error& error) {
