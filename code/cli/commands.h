@@ -15,5 +15,6 @@ int run_inspect(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
 int run_balance(const std::vector<std::string>& args);
 int run_replay(const std::vector<std::string>& args);
+int run_compare(const std::vector<std::string>& args);
 
 }  // namespace servelab::cli

@@ -19,6 +19,7 @@ commands:
   serve      serve a model over HTTP (native and OpenAI-compatible APIs)
   balance    a load balancer in front of several servers (same APIs)
   replay     replay a traffic trace against a server and measure its latencies
+  compare    static against continuous batching on the same model and trace
 
 Run `servelab <command> --help` for a command's options.
 )";
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     if (command == "serve") return servelab::cli::run_serve(args);
     if (command == "balance") return servelab::cli::run_balance(args);
     if (command == "replay") return servelab::cli::run_replay(args);
+    if (command == "compare") return servelab::cli::run_compare(args);
     std::cerr << "servelab: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const servelab::Error& error) {

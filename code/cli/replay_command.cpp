@@ -14,6 +14,7 @@
 
 #include "cli/arguments.h"
 #include "cli/commands.h"
+#include "cli/trace_options.h"
 #include "common/error.h"
 #include "model/model_config.h"
 #include "replay/azure_trace.h"
@@ -61,6 +62,50 @@ std::pair<double, double> parse_window(const std::string& text) {
   if (colon == std::string::npos) fail("--window must be A:B (seconds), got '", text, "'");
   return {std::stod(text.substr(0, colon)), std::stod(text.substr(colon + 1))};
 }
+
+}  // namespace
+
+std::vector<TraceRequest> build_trace(const Arguments& options, int64_t context, uint64_t seed) {
+  const std::string format = options.get("format", "");
+  std::vector<TraceRequest> trace;
+  double default_scale = static_cast<double>(context) / 2048.0;
+  if (format == "synthetic") {
+    SyntheticTraceOptions synthetic = azure_conversation_like(
+        options.get_int("requests", 200), options.get_double("rate", 2.0), context);
+    synthetic.burstiness = options.get_double("burstiness", synthetic.burstiness);
+    if (options.has("prompt-lengths"))
+      synthetic.prompt = parse_length_distribution(options.get("prompt-lengths", ""));
+    if (options.has("output-lengths"))
+      synthetic.output = parse_length_distribution(options.get("output-lengths", ""));
+    synthetic.seed = seed;
+    trace = synthesize_trace(synthetic);
+    default_scale = 1.0;
+  } else {
+    const std::string path = options.get("trace", "");
+    if (path.empty()) fail("--trace FILE is required for --format ", format);
+    if (format == "azure") {
+      trace = load_azure_trace(path);
+    } else if (format == "burstgpt") {
+      trace = load_burstgpt_trace(path);
+    } else if (format == "mooncake") {
+      trace = load_mooncake_trace(path);
+    } else {
+      fail("--format must be azure, burstgpt, mooncake or synthetic, got '", format, "'");
+    }
+    if (options.has("rate")) trace = at_rate(trace, options.get_double("rate", 1.0));
+  }
+  if (options.has("window")) {
+    const auto [start, end] = parse_window(options.get("window", ""));
+    trace = time_window(trace, start, end);
+  }
+  if (options.has("speedup")) trace = speed_up(trace, options.get_double("speedup", 1.0));
+  trace = first_requests(trace, options.get_int("limit", 0));
+  trace = fit_to_context(trace, options.get_double("length-scale", default_scale), context);
+  if (trace.empty()) fail("the trace has no request left to replay");
+  return trace;
+}
+
+namespace {
 
 void progress_bar(int64_t total, int64_t sent, int64_t finished, int64_t tokens, double seconds) {
   const int width = 30;
@@ -123,48 +168,13 @@ int run_replay(const std::vector<std::string>& args) {
                      "output-lengths", "window", "speedup", "limit", "length-scale", "url",
                      "concurrency", "model", "slo-ttft-ms", "slo-tpot-ms", "seed", "out"},
                     {});
-  const std::string format = options.get("format", "");
   const std::string url = options.get("url", "");
   if (url.empty()) fail("--url is required (a server or the balancer, e.g. http://127.0.0.1:8000)");
   const std::string model_dir = options.get("model", default_model_dir());
   const int64_t context = ModelConfig::load(model_dir).max_position_embeddings;
   const uint64_t seed = static_cast<uint64_t>(options.get_int("seed", 1));
 
-  std::vector<TraceRequest> trace;
-  double default_scale = static_cast<double>(context) / 2048.0;
-  if (format == "synthetic") {
-    SyntheticTraceOptions synthetic = azure_conversation_like(
-        options.get_int("requests", 200), options.get_double("rate", 2.0), context);
-    synthetic.burstiness = options.get_double("burstiness", synthetic.burstiness);
-    if (options.has("prompt-lengths"))
-      synthetic.prompt = parse_length_distribution(options.get("prompt-lengths", ""));
-    if (options.has("output-lengths"))
-      synthetic.output = parse_length_distribution(options.get("output-lengths", ""));
-    synthetic.seed = seed;
-    trace = synthesize_trace(synthetic);
-    default_scale = 1.0;
-  } else {
-    const std::string path = options.get("trace", "");
-    if (path.empty()) fail("--trace FILE is required for --format ", format);
-    if (format == "azure") {
-      trace = load_azure_trace(path);
-    } else if (format == "burstgpt") {
-      trace = load_burstgpt_trace(path);
-    } else if (format == "mooncake") {
-      trace = load_mooncake_trace(path);
-    } else {
-      fail("--format must be azure, burstgpt, mooncake or synthetic, got '", format, "'");
-    }
-    if (options.has("rate")) trace = at_rate(trace, options.get_double("rate", 1.0));
-  }
-  if (options.has("window")) {
-    const auto [start, end] = parse_window(options.get("window", ""));
-    trace = time_window(trace, start, end);
-  }
-  if (options.has("speedup")) trace = speed_up(trace, options.get_double("speedup", 1.0));
-  trace = first_requests(trace, options.get_int("limit", 0));
-  trace = fit_to_context(trace, options.get_double("length-scale", default_scale), context);
-  if (trace.empty()) fail("the trace has no request left to replay");
+  const std::vector<TraceRequest> trace = build_trace(options, context, seed);
 
   std::cerr << "servelab replay: writing " << trace.size() << " prompts..." << std::endl;
   const Tokenizer tokenizer = Tokenizer::load(model_dir);
