@@ -51,6 +51,8 @@ options:
 static batching:
   --package-max-workload N sequences per package (default: 8)
   --packaging-interval S   seconds between packings while a package runs (default: 0.05)
+  --pack-across-token-budgets
+                           let requests that differ only in max/min tokens share a package
 continuous batching:
   --batch-max-tokens N     tokens one step computes, prompts plus one per decode (default: 4096)
   --batch-max-beams N      sequences running at once (default: 256)
@@ -82,8 +84,8 @@ const std::map<std::string, std::set<std::string>>& known_config_keys() {
   static const std::map<std::string, std::set<std::string>> keys = {
       {"model", {"path", "device", "dtype"}},
       {"batcher",
-       {"package_max_workload", "packaging_interval", "batch_max_tokens", "batch_max_beams",
-        "preemption_mode"}},
+       {"package_max_workload", "packaging_interval", "pack_across_token_budgets",
+        "batch_max_tokens", "batch_max_beams", "preemption_mode"}},
       {"cache",
        {"block_size", "num_gpu_blocks", "gpu_memory_fraction", "num_cpu_blocks", "swap_space_gib",
         "watermark", "enable_prefix_caching"}},
@@ -155,7 +157,7 @@ int run_serve(const std::vector<std::string>& args) {
                      "num-cpu-blocks",
                      "swap-space",
                      "watermark"},
-                    {"enable-prefix-caching"});
+                    {"enable-prefix-caching", "pack-across-token-budgets"});
   const nlohmann::json config = read_config(options.get("config", ""));
   const std::string batching = options.get("batching", "static");
   if (batching != "static" && batching != "continuous")
@@ -228,6 +230,9 @@ int run_serve(const std::vector<std::string>& args) {
                       config_value<long long>(config, "batcher", "package_max_workload", 8));
   batcher_options.packaging_interval_seconds = options.get_double(
       "packaging-interval", config_value<double>(config, "batcher", "packaging_interval", 0.05));
+  batcher_options.pack_across_token_budgets =
+      options.has("pack-across-token-budgets") ||
+      config_value<bool>(config, "batcher", "pack_across_token_budgets", false);
 
   // The signals are taken by sigwait below, never by a handler: block them before any thread
   // starts so that every thread inherits the mask. A client that goes away must not kill us.

@@ -96,7 +96,12 @@ void StaticBatcher::submit(ServingRequest request) {
   const RequestId id = next_id_++;
   const double now =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
-  queue_.push_back({id, config, workload_of(config), now});
+  // The packer compares configs with ==; the key it sees leaves the token budget out when
+  // packing across budgets, and each row still takes its own request's config (run_package).
+  GenerationConfig packing_key = config;
+  if (options_.pack_across_token_budgets)
+    packing_key.max_new_tokens = packing_key.min_new_tokens = 0;
+  queue_.push_back({id, packing_key, workload_of(config), now});
   requests_.emplace(id, std::move(request));
   lock.unlock();
   work_ready_.notify_all();
@@ -167,8 +172,6 @@ void StaticBatcher::engine_loop() {
 void StaticBatcher::run_package(Package package) {
   const int64_t context = model_.config().max_position_embeddings;
   const int32_t vocab = static_cast<int32_t>(model_.config().vocab_size);
-  const GenerationConfig& config = package.config;
-
   // Take the package's requests out of the shared map and build one row per choice.
   std::vector<std::unique_ptr<RunningRequest>> running;
   std::vector<std::unique_ptr<Row>> rows;
@@ -182,6 +185,9 @@ void StaticBatcher::run_package(Package package) {
       owner->request = std::move(found->second);
       requests_.erase(found);
       if (owner->request.output->cancelled()) continue;  // its client left while it waited
+      // The request's own config: with pack_across_token_budgets the package's config has no
+      // token budget, and the rows of one package each have their own.
+      const GenerationConfig& config = owner->request.config;
       const uint64_t seed = config.seed ? *config.seed : seed_source_();
       const int64_t prompt_length = static_cast<int64_t>(owner->request.prompt_tokens.size());
       const int64_t budget = std::min(config.max_new_tokens, context - prompt_length);

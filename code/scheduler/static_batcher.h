@@ -28,6 +28,12 @@ struct StaticBatcherOptions {
   double packaging_interval_seconds = 0.05;
   /// The most requests in the queue (0: unbounded); submit() answers 429 past it.
   int64_t max_waiting = 0;
+  /// false (the default, the historical rule): a package holds requests whose configs are
+  /// identical in every field. true: the token budget (max_new_tokens, min_new_tokens) is left
+  /// out of the comparison, so requests that differ only in their lengths share a package; each
+  /// row stops at its own budget and the package still runs until its longest row ends. The
+  /// stronger baseline for comparisons on traces, where every request has its own length.
+  bool pack_across_token_budgets = false;
 };
 
 /// What the static batcher has done since it started, for tests, benchmarks and the docs' waste

@@ -108,6 +108,37 @@ TEST_F(StaticBatcherTest, DifferentConfigsRunInDifferentPackagesAndAllComplete) 
   EXPECT_EQ(batcher.stats().packages, 3);  // one per distinct max_new_tokens
 }
 
+TEST_F(StaticBatcherTest, PackingAcrossTokenBudgetsPutsThemInOnePackageAndEachRowStopsAtItsOwn) {
+  StaticBatcherOptions options{8, 0.0, 0};
+  options.pack_across_token_budgets = true;
+  StaticBatcher batcher(*model_, *tokenizer_, options);
+  const std::vector<int64_t> budgets = {5, 30, 12, 5, 30, 12};
+  std::vector<std::shared_ptr<OutputChannel>> outputs;
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    GenerationConfig config = greedy(budgets[i]);
+    config.min_new_tokens = budgets[i];
+    config.ignore_eos = true;
+    ServingRequest item = request(kPrompts[i], config);
+    outputs.push_back(item.output);
+    batcher.submit(std::move(item));
+  }
+  // A request with another sampling setting still gets a package of its own.
+  GenerationConfig other = greedy(12);
+  other.repetition_penalty = 1.3;
+  ServingRequest odd = request(kPrompts[6], other);
+  auto odd_output = odd.output;
+  batcher.submit(std::move(odd));
+  batcher.start();
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    Collected got = collect(*outputs[i], 1);
+    ASSERT_TRUE(got.errors.empty());
+    EXPECT_EQ(got.completion_tokens[0], budgets[i]) << "request " << i;
+  }
+  ASSERT_TRUE(collect(*odd_output, 1).errors.empty());
+  batcher.stop(milliseconds(1000));
+  EXPECT_EQ(batcher.stats().packages, 2);
+}
+
 TEST_F(StaticBatcherTest, ThreeSeededSamplesDifferAndRepeatWithTheSameSeed) {
   GenerationConfig config;
   config.do_sample = true;
