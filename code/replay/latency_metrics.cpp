@@ -39,6 +39,30 @@ Percentiles percentiles_of(std::vector<double> values) {
   return result;
 }
 
+bool meets_slo(const RequestLatency& latency, const Slo& slo) {
+  // BEGIN LAB(lab09-goodput)
+  // An SLO of 0 is left out. TPOT is 0 for an answer of one token (latency_of): no token came
+  // after the first, so only its TTFT can miss.
+  const bool ttft_met = slo.ttft_seconds <= 0 || latency.ttft <= slo.ttft_seconds;
+  const bool tpot_met = slo.tpot_seconds <= 0 || latency.tpot <= slo.tpot_seconds;
+  return ttft_met && tpot_met;
+  // END LAB
+}
+
+Goodput goodput_of(const std::vector<RequestTiming>& timings, const Slo& slo,
+                   double duration_seconds) {
+  // BEGIN LAB(lab09-goodput)
+  Goodput goodput;
+  for (const RequestTiming& timing : timings) {
+    // A failed request is not good output, even when its error came back within the SLOs.
+    if (timing.ok && meets_slo(latency_of(timing), slo)) goodput.met_slo += 1;
+  }
+  if (duration_seconds > 0)
+    goodput.per_second = static_cast<double>(goodput.met_slo) / duration_seconds;
+  return goodput;
+  // END LAB
+}
+
 RunSummary summarize(const std::vector<RequestTiming>& timings, const Slo& slo) {
   RunSummary summary;
   summary.requests = static_cast<int64_t>(timings.size());
@@ -62,16 +86,15 @@ RunSummary summarize(const std::vector<RequestTiming>& timings, const Slo& slo) 
     if (timing.output_tokens > 1) tpot.push_back(latency.tpot);
     itl.insert(itl.end(), latency.itl.begin(), latency.itl.end());
     tokens += timing.output_tokens;
-    const bool meets = (slo.ttft_seconds <= 0 || latency.ttft <= slo.ttft_seconds) &&
-                       (slo.tpot_seconds <= 0 || latency.tpot <= slo.tpot_seconds);
-    summary.met_slo += meets ? 1 : 0;
   }
   summary.duration_seconds = end - start;
   if (summary.duration_seconds > 0) {
     summary.request_throughput = summary.succeeded / summary.duration_seconds;
     summary.output_token_throughput = static_cast<double>(tokens) / summary.duration_seconds;
-    summary.goodput = summary.met_slo / summary.duration_seconds;
   }
+  const Goodput goodput = goodput_of(timings, slo, summary.duration_seconds);
+  summary.met_slo = goodput.met_slo;
+  summary.goodput = goodput.per_second;
   summary.ttft = percentiles_of(ttft);
   summary.tpot = percentiles_of(tpot);
   summary.itl = percentiles_of(itl);

@@ -48,13 +48,29 @@ struct Slo {
   double tpot_seconds = 0;
 };
 
+/// Whether a request with these latencies meets `slo`: its TTFT and its TPOT are each at most the
+/// SLO's (a latency exactly at the limit meets it), and an SLO of 0 (or less) is left out. Says
+/// nothing of success: the caller passes only requests that succeeded.
+bool meets_slo(const RequestLatency& latency, const Slo& slo);
+
+/// Goodput: the requests that succeeded *and* met the SLOs, as a count and as a rate.
+struct Goodput {
+  int64_t met_slo = 0;    ///< succeeded requests whose latencies meet the SLOs
+  double per_second = 0;  ///< met_slo / the run's duration; 0 when the duration is 0
+};
+
+/// The goodput of a run of `duration_seconds` (first send to last end): failed requests never
+/// count, however fast their (error) answer came.
+Goodput goodput_of(const std::vector<RequestTiming>& timings, const Slo& slo,
+                   double duration_seconds);
+
 struct RunSummary {
   int64_t requests = 0, succeeded = 0, failed = 0;
   double duration_seconds = 0;         ///< first send to last end
   double request_throughput = 0;       ///< succeeded requests per second
   double output_token_throughput = 0;  ///< output tokens of succeeded requests per second
   double goodput = 0;                  ///< succeeded requests meeting the SLOs, per second
-  int64_t met_slo = 0;
+  int64_t met_slo = 0;                 ///< how many those are (goodput_of)
   Percentiles ttft, tpot, itl, e2e;
   std::vector<std::pair<std::string, int64_t>> errors;  ///< by kind, most frequent first
 };

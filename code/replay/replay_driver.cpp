@@ -23,6 +23,57 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
+Clock::duration duration_of(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+/// The real sender environment: steady_clock time since `start`, and one thread per request,
+/// which runs `send(index)`. Only the sending thread calls its methods.
+class ThreadPerRequest final : public SenderEnvironment {
+ public:
+  ThreadPerRequest(Clock::time_point start, std::function<void(size_t)> send)
+      : start_(start), send_(std::move(send)) {}
+  ~ThreadPerRequest() override { join_all(); }
+
+  double now() override { return seconds_between(start_, Clock::now()); }
+  void sleep_until(double seconds) override {
+    std::this_thread::sleep_until(start_ + duration_of(seconds));
+  }
+  void wait_until_in_flight_below(int64_t limit) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    answered_.wait(lock, [&] { return in_flight_ < limit; });
+  }
+  void launch(size_t index) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_flight_ += 1;
+    }
+    launched_ += 1;
+    threads_.emplace_back([this, index] {
+      send_(index);
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_flight_ -= 1;
+      answered_.notify_all();
+    });
+  }
+
+  int64_t launched() const { return launched_; }
+  /// Waits for the answer of every request launched so far.
+  void join_all() {
+    for (std::thread& thread : threads_)
+      if (thread.joinable()) thread.join();
+  }
+
+ private:
+  const Clock::time_point start_;
+  const std::function<void(size_t)> send_;
+  std::mutex mutex_;
+  std::condition_variable answered_;
+  int64_t in_flight_ = 0;
+  std::atomic<int64_t> launched_{0};  // read by the progress thread
+  std::vector<std::thread> threads_;
+};
+
 /// Sends one request, streaming, and records its timing.
 RequestTiming send_one(const ServelabClient& client, const TraceRequest& request,
                        const std::string& prompt, Clock::time_point start,
@@ -93,23 +144,58 @@ double prometheus_value(const std::string& text, const std::string& series) {
   return -1;
 }
 
+void send_open_loop(const std::vector<double>& arrival_seconds, int64_t max_in_flight,
+                    SenderEnvironment& environment) {
+  // BEGIN LAB(lab09-open-loop)
+  for (size_t i = 0; i < arrival_seconds.size(); ++i) {
+    // The trace's time since the start, not a gap since the previous send: a request that the
+    // bound held back does not push the later ones back.
+    environment.sleep_until(arrival_seconds[i]);
+    // Never wait for an answer (that would be a closed loop at the server's pace), except for
+    // the client's own bound.
+    environment.wait_until_in_flight_below(max_in_flight);
+    environment.launch(i);
+  }
+  // END LAB
+}
+
+void send_closed_loop(size_t count, int64_t concurrency, SenderEnvironment& environment) {
+  for (size_t i = 0; i < count; ++i) {
+    environment.wait_until_in_flight_below(concurrency);
+    environment.launch(i);
+  }
+}
+
 ReplayResult replay_trace(const std::vector<TraceRequest>& trace,
                           const std::function<std::string(size_t)>& prompt_of,
                           const ReplayOptions& options) {
   const ServelabClient client(options.url, options.api_key);
+  // Either would wait forever for a free slot.
+  if (options.concurrency < 0)
+    fail("replay: concurrency must be 0 (open loop) or more (closed loop), got ",
+         options.concurrency);
+  if (options.concurrency == 0 && options.max_in_flight < 1)
+    fail("replay: max_in_flight must be at least 1 in open loop, got ", options.max_in_flight);
   ReplayResult result;
   result.timings.resize(trace.size());
   const Clock::time_point start = Clock::now();
-  std::atomic<int64_t> sent{0}, finished{0}, tokens{0};
-  std::atomic<bool> over{false};
-  std::mutex mutex;
-  std::condition_variable changed;
-  int64_t in_flight = 0;
+  std::atomic<int64_t> finished{0}, tokens{0};
+  ThreadPerRequest sender(start, [&](size_t i) {
+    result.timings[i] = send_one(client, trace[i], prompt_of(i), start, tokens);
+    finished += 1;
+  });
 
   // /metrics once an interval, and the progress callback twice a second.
+  std::mutex mutex;  // guards over and result.samples
+  std::condition_variable changed;
+  bool over = false;
   std::thread observer([&] {
     double next_scrape = 0;
-    while (!over) {
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (over) return;
+      }
       const double now = seconds_between(start, Clock::now());
       if (options.scrape_interval_seconds > 0 && now >= next_scrape) {
         next_scrape = now + options.scrape_interval_seconds;
@@ -125,41 +211,39 @@ ReplayResult replay_trace(const std::vector<TraceRequest>& trace,
           result.samples.push_back(sample);
         }
       }
-      if (options.progress) options.progress(sent, finished, tokens, now);
+      if (options.progress) options.progress(sender.launched(), finished, tokens, now);
       std::unique_lock<std::mutex> lock(mutex);
-      changed.wait_for(lock, std::chrono::milliseconds(500), [&] { return over.load(); });
+      changed.wait_for(lock, std::chrono::milliseconds(500), [&] { return over; });
     }
   });
-
-  auto run = [&](size_t i) {
-    result.timings[i] = send_one(client, trace[i], prompt_of(i), start, tokens);
-    finished += 1;
-    std::lock_guard<std::mutex> lock(mutex);
-    in_flight -= 1;
-    changed.notify_all();
-  };
-  std::vector<std::thread> threads;
-  const int64_t limit = options.concurrency > 0 ? options.concurrency : options.max_in_flight;
-  for (size_t i = 0; i < trace.size(); ++i) {
-    if (options.concurrency == 0) {
-      // Open loop: at the trace's time, whatever is still running.
-      std::this_thread::sleep_until(start +
-                                    std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(trace[i].arrival_seconds)));
-    }
+  // Stops the observer on every way out, so that an exception from a sender (a lab stub
+  // included) reaches the caller rather than std::terminate.
+  auto stop_observer = [&] {
     {
-      std::unique_lock<std::mutex> lock(mutex);
-      changed.wait(lock, [&] { return in_flight < limit; });
-      in_flight += 1;
+      std::lock_guard<std::mutex> lock(mutex);
+      over = true;
     }
-    sent += 1;
-    threads.emplace_back(run, i);
+    changed.notify_all();
+    observer.join();
+  };
+
+  try {
+    if (options.concurrency > 0) {
+      send_closed_loop(trace.size(), options.concurrency, sender);
+    } else {
+      std::vector<double> arrival_seconds;
+      arrival_seconds.reserve(trace.size());
+      for (const TraceRequest& request : trace) arrival_seconds.push_back(request.arrival_seconds);
+      send_open_loop(arrival_seconds, options.max_in_flight, sender);
+    }
+  } catch (...) {
+    sender.join_all();
+    stop_observer();
+    throw;
   }
-  for (std::thread& thread : threads) thread.join();
+  sender.join_all();
   result.duration_seconds = seconds_between(start, Clock::now());
-  over = true;
-  changed.notify_all();
-  observer.join();
+  stop_observer();
   return result;
 }
 
