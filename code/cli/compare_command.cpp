@@ -4,6 +4,7 @@
 // against each; prints a side-by-side table and writes the per-run results and a markdown report.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "backend/backend_factory.h"
 #include "cli/arguments.h"
 #include "cli/commands.h"
+#include "cli/replay_results.h"
 #include "cli/trace_options.h"
 #include "common/error.h"
 #include "model/llama_model.h"
@@ -40,15 +42,38 @@ against each, and a side-by-side table is printed. With no options: the embedded
 
 options:
   --model DIR, --device D          as for serve (defaults: the embedded model, auto)
-  --package-max-workload N         static batching's package size (default 8)
-  --num-gpu-blocks N               continuous batching's KV blocks (default: 256 on the CPU, from
-                                   memory on a GPU)
+  --servers LIST                   which servers, in order (default
+                                   static,continuous-swap,continuous-recompute)
+  --max-batch N                    the most sequences in one forward call, for both: static
+                                   batching's package size and continuous batching's running
+                                   sequences (default 16)
+  --batch-max-tokens N             continuous batching's tokens per step (default 4096)
+  --num-gpu-blocks N               continuous batching's KV blocks of 16 tokens (default: 256 on
+                                   the CPU, 85% of the free memory on a GPU)
   --num-cpu-blocks N               its swap space (default 256)
-  --batch-max-beams N              its running sequences (default 32)
   --slo-ttft-ms T, --slo-tpot-ms T goodput's SLOs (default 2000 and 100)
-  --out DIR                        results (default compare-results)
+  --out DIR                        results (default compare-results): report.md, the plots
+                                   latency_cdf.svg and over_time.svg (with gnuplot), and one
+                                   folder per server as `servelab replay` writes
   and the trace options of `servelab replay` (default: --format synthetic --requests 40 --rate 1.5)
 )";
+
+const std::vector<std::string> kServerKinds = {"static", "continuous-swap", "continuous-recompute"};
+
+std::vector<std::string> parse_servers(const std::string& text) {
+  std::vector<std::string> servers;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string name = text.substr(start, comma - start);
+    if (std::find(kServerKinds.begin(), kServerKinds.end(), name) == kServerKinds.end())
+      fail("--servers: '", name,
+           "' is not a server; choose from static, continuous-swap, continuous-recompute");
+    servers.push_back(name);
+    start = comma + 1;
+  }
+  return servers;
+}
 
 struct Run {
   std::string name;
@@ -66,25 +91,30 @@ int run_compare(const std::vector<std::string>& args) {
       return 0;
     }
   }
-  std::set<std::string> names = {"model",
-                                 "device",
-                                 "package-max-workload",
-                                 "num-gpu-blocks",
-                                 "num-cpu-blocks",
-                                 "batch-max-beams",
-                                 "slo-ttft-ms",
-                                 "slo-tpot-ms",
-                                 "out",
-                                 "seed"};
-  for (const char* name : kTraceOptionNames) names.insert(name);
+  std::set<std::string> option_names = {"model",
+                                        "device",
+                                        "servers",
+                                        "max-batch",
+                                        "batch-max-tokens",
+                                        "num-gpu-blocks",
+                                        "num-cpu-blocks",
+                                        "slo-ttft-ms",
+                                        "slo-tpot-ms",
+                                        "out",
+                                        "seed"};
+  for (const char* name : kTraceOptionNames) option_names.insert(name);
   std::vector<std::string> with_defaults = {"--format", "synthetic", "--requests",
                                             "40",       "--rate",    "1.5"};
   bool has_format = false;
   for (const std::string& arg : args) has_format = has_format || arg.rfind("--format", 0) == 0;
   if (has_format) with_defaults.clear();
   with_defaults.insert(with_defaults.end(), args.begin(), args.end());
-  Arguments options(with_defaults, names, {});
+  Arguments options(with_defaults, option_names, {});
 
+  const std::vector<std::string> servers =
+      parse_servers(options.get("servers", "static,continuous-swap,continuous-recompute"));
+  const int64_t max_batch = options.get_int("max-batch", 16);
+  if (max_batch < 1) fail("--max-batch must be at least 1, got ", max_batch);
   const std::string model_dir = options.get("model", default_model_dir());
   BackendChoice choice;
   choice.device = resolve_device(options.get("device", "auto"));
@@ -107,19 +137,36 @@ int run_compare(const std::vector<std::string>& args) {
   mkdir(out.c_str(), 0755);
   ProtocolLimits limits;
   limits.served_model_name = "model";
+  int64_t trace_output_tokens = 0, trace_prompt_tokens = 0;
+  for (const TraceRequest& request : trace) {
+    trace_output_tokens += request.output_tokens;
+    trace_prompt_tokens += request.prompt_tokens;
+  }
+  const double trace_span = trace.back().arrival_seconds - trace.front().arrival_seconds;
+  std::cerr << "servelab compare: " << trace.size() << " requests over " << trace_span
+            << " s, mean prompt " << trace_prompt_tokens / static_cast<int64_t>(trace.size())
+            << " tokens, mean output " << trace_output_tokens / static_cast<int64_t>(trace.size())
+            << " tokens, on " << backend->name() << std::endl;
 
   std::vector<Run> runs;
-  for (const std::string kind : {"static", "continuous-swap", "continuous-recompute"}) {
+  for (const std::string& kind : servers) {
     std::unique_ptr<ServingEngine> engine;
+    nlohmann::json settings;
     if (kind == "static") {
       StaticBatcherOptions static_options;
-      static_options.package_max_workload = options.get_int("package-max-workload", 8);
+      static_options.package_max_workload = max_batch;
+      // Every request of a trace has its own length: with the historical identical-config rule
+      // each would run alone. Packing across token budgets makes static batching the stronger
+      // baseline; what it still lacks is what continuous batching adds.
+      static_options.pack_across_token_budgets = true;
+      settings = {{"package_max_workload", max_batch}, {"pack_across_token_budgets", true}};
       engine = std::make_unique<StaticBatcher>(model, tokenizer, static_options);
     } else {
       ContinuousEngineOptions continuous;
       continuous.scheduler.preemption_mode =
           kind == "continuous-swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
-      continuous.scheduler.batch_max_beams = options.get_int("batch-max-beams", 32);
+      continuous.scheduler.batch_max_beams = max_batch;
+      continuous.scheduler.batch_max_tokens = options.get_int("batch-max-tokens", 4096);
       continuous.scheduler.blocks.block_size = 16;
       const KvCacheShape shape = kv_cache_shape(model, 16);
       continuous.scheduler.blocks.num_gpu_blocks = options.get_int(
@@ -128,6 +175,11 @@ int run_compare(const std::vector<std::string>& args) {
                                                          *backend, shape, 0.85, int64_t{1} << 30));
       continuous.scheduler.blocks.num_cpu_blocks =
           kind == "continuous-swap" ? options.get_int("num-cpu-blocks", 256) : 0;
+      settings = {{"batch_max_beams", max_batch},
+                  {"batch_max_tokens", continuous.scheduler.batch_max_tokens},
+                  {"num_gpu_blocks", continuous.scheduler.blocks.num_gpu_blocks},
+                  {"num_cpu_blocks", continuous.scheduler.blocks.num_cpu_blocks},
+                  {"block_size", 16}};
       engine = std::make_unique<ContinuousEngine>(model, tokenizer, continuous);
     }
     engine->start();
@@ -137,17 +189,17 @@ int run_compare(const std::vector<std::string>& args) {
     HttpServer server(*engine, tokenizer, config.max_position_embeddings, limits,
                       ChatTemplate::from_model_dir(model_dir), server_options);
     server.start();
-    std::cerr << "servelab compare: " << kind << " (" << trace.size() << " requests)" << std::endl;
+    std::cerr << "servelab compare: " << kind << std::endl;
     ReplayOptions replay;
     replay.url = "http://127.0.0.1:" + std::to_string(server.bound_port());
     replay.scrape_interval_seconds = 0.5;
     const int64_t total = static_cast<int64_t>(trace.size());
-    replay.progress = [total](int64_t, int64_t finished, int64_t, double seconds) {
-      std::fprintf(stderr, "\r  %lld/%lld done, %.0f s ", static_cast<long long>(finished),
-                   static_cast<long long>(total), seconds);
+    replay.progress = [total](int64_t sent, int64_t finished, int64_t tokens, double seconds) {
+      print_progress(total, sent, finished, tokens, seconds);
     };
     const ReplayResult result = replay_trace(
         trace, [&](size_t i) { return prompts[i]; }, replay);
+    print_progress(total, total, total, -1, result.duration_seconds);
     std::cerr << std::endl;
     Run run;
     run.name = kind;
@@ -158,11 +210,22 @@ int run_compare(const std::vector<std::string>& args) {
       run.peak_kv_usage = std::max(run.peak_kv_usage, sample.kv_usage);
     server.shutdown(std::chrono::milliseconds(0));
     engine->stop(std::chrono::milliseconds(0));
+    const std::string dir = out + "/" + kind;
+    mkdir(dir.c_str(), 0755);
+    write_run_results(dir, trace, result, run.summary, slo,
+                      {{"server", kind},
+                       {"settings", settings},
+                       {"preemptions", run.preemptions},
+                       {"peak_kv_usage", run.peak_kv_usage}});
     runs.push_back(run);
   }
 
   std::ostringstream table;
-  table << "| | static | continuous (swap) | continuous (recompute) |\n| --- | --- | --- | --- |\n";
+  table << "|";
+  for (const Run& run : runs) table << " | " << run.name;
+  table << " |\n| ---";
+  for (size_t i = 0; i < runs.size(); ++i) table << " | ---";
+  table << " |\n";
   auto row = [&](const std::string& label, auto value) {
     table << "| " << label;
     for (const Run& run : runs) table << " | " << value(run);
@@ -176,25 +239,59 @@ int run_compare(const std::vector<std::string>& args) {
   row("requests/s", [&](const Run& r) { return fixed(r.summary.request_throughput, 2); });
   row("output tokens/s", [&](const Run& r) { return fixed(r.summary.output_token_throughput, 1); });
   row("goodput (req/s)", [&](const Run& r) { return fixed(r.summary.goodput, 2); });
+  row("met both SLOs", [&](const Run& r) {
+    return std::to_string(r.summary.met_slo) + " of " + std::to_string(r.summary.requests);
+  });
   row("TTFT p50 / p90 / p99 (s)", [&](const Run& r) {
     return fixed(r.summary.ttft.median, 3) + " / " + fixed(r.summary.ttft.p90, 3) + " / " +
            fixed(r.summary.ttft.p99, 3);
   });
-  row("TPOT p50 / p90 (s)", [&](const Run& r) {
-    return fixed(r.summary.tpot.median, 4) + " / " + fixed(r.summary.tpot.p90, 4);
+  row("TPOT p50 / p90 / p99 (ms)", [&](const Run& r) {
+    return fixed(r.summary.tpot.median * 1e3, 1) + " / " + fixed(r.summary.tpot.p90 * 1e3, 1) +
+           " / " + fixed(r.summary.tpot.p99 * 1e3, 1);
   });
-  row("E2E p50 / p90 (s)", [&](const Run& r) {
-    return fixed(r.summary.e2e.median, 2) + " / " + fixed(r.summary.e2e.p90, 2);
+  row("E2E p50 / p90 / p99 (s)", [&](const Run& r) {
+    return fixed(r.summary.e2e.median, 2) + " / " + fixed(r.summary.e2e.p90, 2) + " / " +
+           fixed(r.summary.e2e.p99, 2);
   });
-  row("preemptions", [&](const Run& r) { return std::to_string(r.preemptions); });
-  row("peak KV usage", [&](const Run& r) { return fixed(r.peak_kv_usage * 100, 0) + "%"; });
+  row("duration (s)", [&](const Run& r) { return fixed(r.summary.duration_seconds, 1); });
+  row("preemptions", [&](const Run& r) {
+    return r.name == "static" ? std::string("none (reserves up front)")
+                              : std::to_string(r.preemptions);
+  });
+  row("peak KV usage", [&](const Run& r) {
+    return r.name == "static" ? std::string("n/a (a cache per row)")
+                              : fixed(r.peak_kv_usage * 100, 0) + "%";
+  });
   row("failed", [&](const Run& r) { return std::to_string(r.summary.failed); });
   std::cout << table.str();
-  std::ofstream(out + "/report.md")
-      << "# servelab compare\n\nModel `" << model_dir << "` on " << backend->name() << ", "
-      << trace.size() << " requests; SLOs: TTFT <= " << slo.ttft_seconds
-      << " s, TPOT <= " << slo.tpot_seconds << " s.\n\n"
-      << table.str();
+
+  std::vector<std::string> names;
+  for (const Run& run : runs) names.push_back(run.name);
+  const bool plotted = draw_plots(out, compare_plot_script(names, names, slo), "servelab compare");
+  std::ostringstream report;
+  report << "# servelab compare\n\n"
+         << "- Model: `" << model_dir << "` on " << backend->name() << ".\n"
+         << "- Trace: " << trace.size() << " requests over " << fixed(trace_span, 1)
+         << " s; mean prompt " << trace_prompt_tokens / static_cast<int64_t>(trace.size())
+         << " tokens, mean output " << trace_output_tokens / static_cast<int64_t>(trace.size())
+         << " tokens; open loop.\n"
+         << "- SLOs: TTFT <= " << slo.ttft_seconds << " s and TPOT <= " << slo.tpot_seconds * 1e3
+         << " ms. Goodput counts the requests that met both, per second of the run.\n"
+         << "- Most sequences per forward call: " << max_batch
+         << " for every server. The static server packs requests that differ only in their "
+            "token budgets together (`pack_across_token_budgets`); each row stops at its own "
+            "length, and a package runs until its longest row ends.\n\n"
+         << table.str() << "\n";
+  if (plotted)
+    report << "![latency CDFs](latency_cdf.svg)\n\n![over time](over_time.svg)\n";
+  else
+    report << "Plots: install gnuplot and run `gnuplot plots.gnuplot` in this folder.\n";
+  report << "\nPer-request rows, the server's queues and the summaries are in ";
+  for (size_t i = 0; i < names.size(); ++i) report << (i ? ", " : "") << "`" << names[i] << "/`";
+  report << ".\n";
+  std::ofstream(out + "/report.md") << report.str();
+  std::cerr << "servelab compare: report in " << out << "/report.md" << std::endl;
   int failed = 0;
   for (const Run& run : runs) failed += static_cast<int>(run.summary.failed);
   return failed == 0 ? 0 : 1;

@@ -97,10 +97,10 @@ std::vector<TraceRequest> synthesize_trace(const SyntheticTraceOptions& o) {
 SyntheticTraceOptions azure_conversation_like(int64_t requests, double rate, int64_t context) {
   // The Azure LLM inference trace 2023, conversation (19,366 requests over 58 minutes): prompts
   // of 1,155 tokens on average (median 1,020), answers of 211 (median 129, close to exponential),
-  // 5.5 requests/s with gaps whose coefficient of variation is 1.09 (gamma shape 0.84). Lengths
-  // are scaled by context / 2048, so that the trace's typical request keeps its share of the
-  // context.
-  const double scale = static_cast<double>(context) / 2048.0;
+  // 5.5 requests/s with gaps whose coefficient of variation is 1.09 (gamma shape 0.84). For a
+  // context under 2,048 tokens the lengths are scaled by context / 2048, so that the trace's
+  // typical request keeps its share of the context; from 2,048 on they are the trace's.
+  const double scale = std::min(1.0, static_cast<double>(context) / 2048.0);
   SyntheticTraceOptions o;
   o.requests = requests;
   o.rate = rate;
