@@ -22,6 +22,7 @@ configure and build build-gpu (Release, CUDA on), ctest -L gpu, the other tests,
   --no-bench       same as --tests-only
   --build-only     unpack, configure and build; nothing else
   --quick          benchmarks with fewer batch sizes and contexts
+  --target T       build only CMake target T (with --build-only: e.g. servelab)
   --build-dir DIR  build folder (default build-gpu)
   --deps-dir DIR   where .carry/debs is unpacked (default /tmp/servelab-deps)
   --time-budget S  finish within S seconds (default 570, under the device's 600 s per command;
@@ -39,6 +40,7 @@ run_tests=1
 run_bench=1
 quick=0
 build_dir=build-gpu
+build_target=()
 deps_dir=/tmp/servelab-deps
 time_budget=570
 bench_args=()
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
     --build-only) run_tests=0; run_bench=0; shift ;;
     --quick) quick=1; shift ;;
     --build-dir) build_dir=$2; shift 2 ;;
+    --target) build_target=(--target "$2"); shift 2 ;;
     --deps-dir) deps_dir=$2; shift 2 ;;
     --time-budget) time_budget=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -247,7 +250,7 @@ save_outputs
 step "build $build_dir (-j$jobs)"
 build_start=$SECONDS
 status=0
-with_deps cmake --build "$build_dir" -j "$jobs" > "$log_dir/build.log" 2>&1 || status=$?
+with_deps cmake --build "$build_dir" "${build_target[@]}" -j "$jobs" > "$log_dir/build.log" 2>&1 || status=$?
 if [ "$status" -eq 0 ]; then
   warnings=$(grep -c -i 'warning' "$log_dir/build.log" || true)
   note "build: ok in $((SECONDS - build_start)) s ($warnings lines mention warnings; build.log)"
