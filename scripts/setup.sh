@@ -15,6 +15,7 @@ packages=(
   mkdocs
   clang-format
   python3
+  gnuplot-nox
 )
 
 missing=()

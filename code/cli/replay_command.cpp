@@ -40,8 +40,10 @@ trace:
   --trace FILE            the trace file (not with --format synthetic)
   --format F              azure, burstgpt, mooncake or synthetic
   --requests N            synthetic: how many (default 200)
-  --rate R                synthetic: requests per second; real traces: replay at this mean rate
-  --burstiness B          synthetic: gamma shape of the gaps, 1 = Poisson (default 1)
+  --rate R                synthetic: requests per second (default 2); real traces: replay at
+                          this mean rate
+  --burstiness B          synthetic: gamma shape of the gaps, 1 = Poisson (default 0.84, the
+                          Azure conversation trace's)
   --prompt-lengths D      synthetic: fixed:N, uniform:A:B, exp:MEAN, capped-exp:MEAN:CAP
   --output-lengths D      synthetic: the same (default: the Azure conversation trace's shape)
   --window A:B            keep the requests arriving in [A, B) seconds
