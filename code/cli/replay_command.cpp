@@ -44,7 +44,9 @@ trace:
                           this mean rate
   --burstiness B          synthetic: gamma shape of the gaps, 1 = Poisson (default 0.84, the
                           Azure conversation trace's)
-  --prompt-lengths D      synthetic: fixed:N, uniform:A:B, exp:MEAN, capped-exp:MEAN:CAP
+  --prompt-lengths D      synthetic: fixed:N, uniform:A:B, exp:MEAN, capped-exp:MEAN:CAP, or
+                          trace:FORMAT:FILE (resampled from a real trace's lengths, scaled as
+                          that trace would be)
   --output-lengths D      synthetic: the same (default: the Azure conversation trace's shape)
   --window A:B            keep the requests arriving in [A, B) seconds
   --speedup X             replay X times faster

@@ -1,17 +1,21 @@
-// The Azure trace loader on small CSV texts written to temporary files (never the real trace,
-// which the project does not ship).
+// The Azure trace loader on small CSV texts written to temporary files, and on the real
+// conversation trace when it is next to the checkout (../shared/traces, or $SERVELAB_TRACES_DIR;
+// the project does not ship it, so that test skips elsewhere).
 #include "replay/azure_trace.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 
 #include "common/error.h"
+#include "replay/synthetic.h"
 #include "replay/temporary_file.h"
+#include "test_paths.h"
 
 namespace servelab {
 namespace {
@@ -156,6 +160,51 @@ TEST(AzureTrace, TimestampsGoingBackInTimeAreAnError) {
                                          "2023-11-16 18:15:45.9999999,1,1\n");
   EXPECT_NE(message.find(":3:"), std::string::npos) << message;
   EXPECT_NE(message.find("line 2"), std::string::npos) << message;
+}
+
+struct TraceShape {
+  double mean_prompt = 0, mean_output = 0, rate = 0, gap_cv = 0;
+};
+
+TraceShape shape_of(const std::vector<TraceRequest>& trace) {
+  TraceShape shape;
+  std::vector<double> gaps;
+  for (size_t i = 0; i < trace.size(); ++i) {
+    shape.mean_prompt += static_cast<double>(trace[i].prompt_tokens) / trace.size();
+    shape.mean_output += static_cast<double>(trace[i].output_tokens) / trace.size();
+    if (i > 0) gaps.push_back(trace[i].arrival_seconds - trace[i - 1].arrival_seconds);
+  }
+  double mean = 0, square = 0;
+  for (double gap : gaps) mean += gap / gaps.size();
+  for (double gap : gaps) square += (gap - mean) * (gap - mean) / gaps.size();
+  shape.rate = 1.0 / mean;
+  shape.gap_cv = std::sqrt(square) / mean;
+  return shape;
+}
+
+TEST(AzureTrace, RealConversationTraceHasTheShapeTheBuiltInTraceCopies) {
+  const char* directory = std::getenv("SERVELAB_TRACES_DIR");
+  const std::string path =
+      (directory ? std::string(directory) : servelab::testing::source_path("../shared/traces")) +
+      "/azure_llm_2023_conv.csv";
+  if (access(path.c_str(), R_OK) != 0) GTEST_SKIP() << "no " << path << " here";
+  const std::vector<TraceRequest> real = load_azure_trace(path);
+  ASSERT_EQ(real.size(), 19366u);
+  EXPECT_NEAR(real.back().arrival_seconds, 3501.7, 0.1);
+  const TraceShape measured = shape_of(real);
+  // The numbers azure_conversation_like() and docs/replay.md quote.
+  EXPECT_NEAR(measured.mean_prompt, 1155, 1);
+  EXPECT_NEAR(measured.mean_output, 211, 1);
+  EXPECT_NEAR(measured.rate, 5.53, 0.01);
+  EXPECT_NEAR(measured.gap_cv, 1.09, 0.01);
+  // The built-in trace at the real rate, on a context that keeps the lengths (2048): its means,
+  // rate and burstiness are the real trace's within 5% (20,000 requests: sampling noise is ~1%).
+  const TraceShape built_in =
+      shape_of(synthesize_trace(azure_conversation_like(20000, 5.53, 2048)));
+  EXPECT_NEAR(built_in.mean_prompt / measured.mean_prompt, 1.0, 0.05);
+  EXPECT_NEAR(built_in.mean_output / measured.mean_output, 1.0, 0.05);
+  EXPECT_NEAR(built_in.rate / measured.rate, 1.0, 0.05);
+  EXPECT_NEAR(built_in.gap_cv / measured.gap_cv, 1.0, 0.05);
 }
 
 }  // namespace
