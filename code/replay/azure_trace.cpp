@@ -99,67 +99,32 @@ bool parse_timestamp(std::string_view text, Instant& instant) {
 
 std::vector<TraceRequest> load_azure_trace(const std::string& path, int64_t max_requests) {
   if (max_requests < 0) fail(path, ": max_requests must be >= 0 (0 reads all), got ", max_requests);
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    fail(path, ": cannot open the trace file. Download an Azure LLM inference trace from ",
-         "https://github.com/Azure/AzurePublicDataset (data/AzureLLMInferenceTrace_conv.csv)");
-  }
-
-  std::string line;
-  int64_t line_number = 0;
-  // Column index of TIMESTAMP, ContextTokens, GeneratedTokens in the rows.
-  std::array<size_t, 3> column_index{};
-  size_t num_columns = 0;
-  bool have_header = false;
+  CsvTraceReader reader(path, {kColumns.begin(), kColumns.end()},
+                        "the header TIMESTAMP,ContextTokens,GeneratedTokens of an Azure LLM "
+                        "inference trace, then one row per request",
+                        "Download an Azure LLM inference trace from "
+                        "https://github.com/Azure/AzurePublicDataset "
+                        "(data/AzureLLMInferenceTrace_conv.csv)");
   std::vector<TraceRequest> requests;
   Instant first, previous;
   int64_t previous_line = 0;
-
-  while (std::getline(file, line)) {
-    ++line_number;
-    std::string_view text(line);
-    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-    // A UTF-8 byte order mark, as spreadsheet programs write, is not part of the first column.
-    if (line_number == 1 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
-    if (trim(text).empty()) continue;
-
-    const std::vector<std::string_view> fields = split_fields(text);
-    if (!have_header) {
-      for (size_t column = 0; column < kColumns.size(); ++column) {
-        size_t found = fields.size();
-        for (size_t i = 0; i < fields.size(); ++i) {
-          if (fields[i] == kColumns[column]) found = i;
-        }
-        if (found == fields.size()) {
-          fail(path, ":", line_number, ": the header '", text, "' has no column '",
-               kColumns[column], "' (expected an Azure LLM inference trace with the columns ",
-               "TIMESTAMP,ContextTokens,GeneratedTokens)");
-        }
-        column_index[column] = found;
-      }
-      num_columns = fields.size();
-      have_header = true;
-      continue;
-    }
-
-    if (max_requests > 0 && static_cast<int64_t>(requests.size()) == max_requests) break;
-    if (fields.size() != num_columns) {
-      fail(path, ":", line_number, ": expected ", num_columns, " comma-separated fields as in the ",
-           "header, found ", fields.size(), " in '", text, "'");
-    }
-    const std::string_view timestamp = fields[column_index[0]];
+  std::vector<std::string_view> fields;  // TIMESTAMP, ContextTokens, GeneratedTokens
+  while (!(max_requests > 0 && static_cast<int64_t>(requests.size()) == max_requests) &&
+         reader.next(fields)) {
+    const int64_t line_number = reader.line_number();
+    const std::string_view timestamp = fields[0];
     Instant instant;
     if (!parse_timestamp(timestamp, instant)) {
       fail(path, ":", line_number, ": TIMESTAMP '", timestamp, "' is not a valid time of the form ",
            kTimestampFormat);
     }
     TraceRequest request;
-    const std::string_view prompt = fields[column_index[1]];
+    const std::string_view prompt = fields[1];
     if (!parse_count(prompt, request.prompt_tokens) || request.prompt_tokens < 1) {
       fail(path, ":", line_number, ": ContextTokens '", prompt,
            "' is not a whole number of prompt tokens >= 1");
     }
-    const std::string_view output = fields[column_index[2]];
+    const std::string_view output = fields[2];
     if (!parse_count(output, request.output_tokens)) {
       fail(path, ":", line_number, ": GeneratedTokens '", output,
            "' is not a whole number of generated tokens >= 0");
@@ -174,11 +139,6 @@ std::vector<TraceRequest> load_azure_trace(const std::string& path, int64_t max_
     previous_line = line_number;
     request.arrival_seconds = instant.seconds_since(first);
     requests.push_back(request);
-  }
-  if (file.bad()) fail(path, ": read error after line ", line_number);
-  if (!have_header) {
-    fail(path, ": the file is empty; expected a header TIMESTAMP,ContextTokens,GeneratedTokens ",
-         "and one row per request");
   }
   return requests;
 }

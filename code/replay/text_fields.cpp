@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/error.h"
+
 namespace servelab {
 
 std::string_view trim(std::string_view text) {
@@ -40,6 +42,47 @@ bool parse_number(std::string_view text, double& value) {
   char* end = nullptr;
   value = std::strtod(copy.c_str(), &end);
   return end == copy.c_str() + copy.size() && std::isfinite(value);
+}
+
+CsvTraceReader::CsvTraceReader(const std::string& path, std::vector<std::string> columns,
+                               const std::string& expected_header, const std::string& where_to_get)
+    : path_(path), file_(path, std::ios::binary) {
+  if (!file_) fail(path, ": cannot open the trace file. ", where_to_get);
+  if (!next_line()) fail(path, ": the file is empty; expected ", expected_header);
+  const std::vector<std::string_view> header = split_fields(text_);
+  for (const std::string& column : columns) {
+    size_t found = header.size();
+    for (size_t i = 0; i < header.size(); ++i)
+      if (header[i] == column) found = i;
+    if (found == header.size())
+      fail(path, ":", line_number_, ": the header '", text_, "' has no column '", column,
+           "' (expected ", expected_header, ")");
+    column_index_.push_back(found);
+  }
+  num_columns_ = header.size();
+}
+
+bool CsvTraceReader::next_line() {
+  while (std::getline(file_, line_)) {
+    ++line_number_;
+    text_ = line_;
+    if (!text_.empty() && text_.back() == '\r') text_.remove_suffix(1);
+    if (line_number_ == 1 && text_.substr(0, 3) == "\xEF\xBB\xBF") text_.remove_prefix(3);
+    if (!trim(text_).empty()) return true;
+  }
+  if (file_.bad()) fail(path_, ": read error after line ", line_number_);
+  return false;
+}
+
+bool CsvTraceReader::next(std::vector<std::string_view>& fields) {
+  if (!next_line()) return false;
+  const std::vector<std::string_view> all = split_fields(text_);
+  if (all.size() != num_columns_)
+    fail(path_, ":", line_number_, ": expected ", num_columns_,
+         " comma-separated fields as in the header, found ", all.size(), " in '", text_, "'");
+  fields.clear();
+  for (size_t index : column_index_) fields.push_back(all[index]);
+  return true;
 }
 
 }  // namespace servelab

@@ -37,58 +37,29 @@ void add_request(std::vector<TraceRequest>& requests, TraceRequest request, doub
 std::vector<TraceRequest> load_burstgpt_trace(const std::string& path, int64_t max_requests,
                                               const std::string& model) {
   if (max_requests < 0) fail(path, ": max_requests must be >= 0 (0 reads all)");
-  std::ifstream file = open_trace(
-      path, "Download BurstGPT from https://github.com/HPMLL/BurstGPT (data/BurstGPT_1.csv)");
-  const std::vector<std::string> columns = {"Timestamp", "Model", "Request tokens",
-                                            "Response tokens"};
-  std::vector<size_t> index(columns.size());
-  size_t num_columns = 0;
-  bool have_header = false;
+  CsvTraceReader reader(
+      path, {"Timestamp", "Model", "Request tokens", "Response tokens"},
+      "BurstGPT's header Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
+      "Download BurstGPT from https://github.com/HPMLL/BurstGPT (data/BurstGPT_1.csv)");
   std::vector<TraceRequest> requests;
   double first = 0, previous = 0;
-  std::string line;
-  int64_t line_number = 0;
-  while (std::getline(file, line)) {
-    ++line_number;
-    std::string_view text(line);
-    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-    if (line_number == 1 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
-    if (trim(text).empty()) continue;
-    const std::vector<std::string_view> fields = split_fields(text);
-    if (!have_header) {
-      for (size_t c = 0; c < columns.size(); ++c) {
-        size_t found = fields.size();
-        for (size_t i = 0; i < fields.size(); ++i)
-          if (fields[i] == columns[c]) found = i;
-        if (found == fields.size())
-          fail(path, ":", line_number, ": the header has no column '", columns[c],
-               "' (expected BurstGPT's Timestamp,Model,Request tokens,Response tokens,...)");
-        index[c] = found;
-      }
-      num_columns = fields.size();
-      have_header = true;
-      continue;
-    }
-    if (max_requests > 0 && static_cast<int64_t>(requests.size()) == max_requests) break;
-    if (fields.size() != num_columns)
-      fail(path, ":", line_number, ": expected ", num_columns, " fields as in the header, found ",
-           fields.size());
+  std::vector<std::string_view> fields;  // Timestamp, Model, Request tokens, Response tokens
+  while (!(max_requests > 0 && static_cast<int64_t>(requests.size()) == max_requests) &&
+         reader.next(fields)) {
+    const int64_t line_number = reader.line_number();
     double timestamp = 0;
-    if (!parse_number(fields[index[0]], timestamp) || timestamp < 0)
-      fail(path, ":", line_number, ": Timestamp '", fields[index[0]],
-           "' is not a number of seconds >= 0");
+    if (!parse_number(fields[0], timestamp) || timestamp < 0)
+      fail(path, ":", line_number, ": Timestamp '", fields[0], "' is not a number of seconds >= 0");
     TraceRequest request;
-    if (!parse_count(fields[index[2]], request.prompt_tokens))
-      fail(path, ":", line_number, ": Request tokens '", fields[index[2]],
+    if (!parse_count(fields[2], request.prompt_tokens))
+      fail(path, ":", line_number, ": Request tokens '", fields[2], "' is not a whole number >= 0");
+    if (!parse_count(fields[3], request.output_tokens))
+      fail(path, ":", line_number, ": Response tokens '", fields[3],
            "' is not a whole number >= 0");
-    if (!parse_count(fields[index[3]], request.output_tokens))
-      fail(path, ":", line_number, ": Response tokens '", fields[index[3]],
-           "' is not a whole number >= 0");
-    if (!model.empty() && fields[index[1]] != model) continue;
+    if (!model.empty() && fields[1] != model) continue;
     if (request.prompt_tokens == 0) continue;  // a failed request in the published trace
     add_request(requests, std::move(request), timestamp, first, previous, path, line_number);
   }
-  if (!have_header) fail(path, ": the file is empty (no header line)");
   return requests;
 }
 

@@ -18,33 +18,18 @@
 namespace servelab {
 namespace {
 
+using testing::kClockSlack;
+using testing::most_overlapping;
 using testing::ScriptedServer;
 using testing::VirtualSenderEnvironment;
 
 /// How late a send, a first piece or an end may come on a loaded machine (thread start-up,
 /// scheduling, sanitizer overhead). What each test guards against is well beyond it.
 constexpr double kLateness = 0.15;
-/// Clock rounding between the driver's and the server's reads of steady_clock.
-constexpr double kClockSlack = 1e-3;
-
 std::vector<TraceRequest> trace_of(int count, double gap, int64_t tokens) {
   std::vector<TraceRequest> trace;
   for (int i = 0; i < count; ++i) trace.push_back({i * gap, 10, tokens, {}});
   return trace;
-}
-
-/// The most requests that the client held at once: the largest number of [sent, finished]
-/// intervals that share an instant (the driver counts a request in flight over a longer span
-/// than this one, so this can only undercount the driver's own count).
-int64_t most_overlapping(const std::vector<RequestTiming>& timings) {
-  int64_t most = 0;
-  for (const RequestTiming& at : timings) {
-    int64_t count = 0;
-    for (const RequestTiming& other : timings)
-      count += other.sent <= at.sent && at.sent <= other.finished ? 1 : 0;
-    most = std::max(most, count);
-  }
-  return most;
 }
 
 TEST(ReplayDriver, OpenLoopSendsAtTheTraceTimesAndMeasuresTheKnownDelays) {

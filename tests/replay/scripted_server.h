@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "replay/latency_metrics.h"
+
 namespace servelab::testing {
 
 class ScriptedServer {
@@ -93,5 +95,22 @@ class ScriptedServer {
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> most_in_flight_{0};
 };
+
+/// Rounding between two reads of steady_clock, for bounds on recorded times.
+constexpr double kClockSlack = 1e-3;
+
+/// The most requests that the client held at once: the largest number of [sent, finished]
+/// intervals that share an instant (the driver counts a request in flight over a longer span
+/// than this one, so this can only undercount the driver's own count).
+inline int64_t most_overlapping(const std::vector<RequestTiming>& timings) {
+  int64_t most = 0;
+  for (const RequestTiming& at : timings) {
+    int64_t count = 0;
+    for (const RequestTiming& other : timings)
+      count += other.sent <= at.sent && at.sent <= other.finished ? 1 : 0;
+    most = std::max(most, count);
+  }
+  return most;
+}
 
 }  // namespace servelab::testing

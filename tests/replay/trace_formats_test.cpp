@@ -54,7 +54,8 @@ TEST(BurstGptTrace, MalformedFilesNameTheFileLineAndField) {
             std::string::npos);
   EXPECT_NE(error_of(header + "1,ChatGPT,-1,2\n", load).find("Request tokens '-1'"),
             std::string::npos);
-  EXPECT_NE(error_of(header + "1,ChatGPT,1\n", load).find("expected 4 fields"), std::string::npos);
+  EXPECT_NE(error_of(header + "1,ChatGPT,1\n", load).find("expected 4 comma-separated fields"),
+            std::string::npos);
   EXPECT_NE(error_of(header + "5,ChatGPT,1,2\n3,ChatGPT,1,2\n", load).find("time order"),
             std::string::npos);
   EXPECT_NE(error_of("", load).find("empty"), std::string::npos);

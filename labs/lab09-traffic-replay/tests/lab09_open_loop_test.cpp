@@ -21,6 +21,8 @@
 namespace servelab {
 namespace {
 
+using testing::kClockSlack;
+using testing::most_overlapping;
 using testing::ScriptedServer;
 using testing::VirtualSenderEnvironment;
 
@@ -82,25 +84,10 @@ TEST(Lab09OpenLoop, ARequestHeldBackDoesNotPushTheLaterOnesBack) {
 /// How late a request may be sent on a loaded 2-core machine under AddressSanitizer (a thread
 /// to start, a scheduler to get round to it).
 constexpr double kLateness = 0.12;
-/// Rounding between two reads of steady_clock.
-constexpr double kClockSlack = 1e-3;
-
 std::vector<TraceRequest> every(double gap, int count) {
   std::vector<TraceRequest> trace;
   for (int i = 0; i < count; ++i) trace.push_back({i * gap, 10, 1, {}});
   return trace;
-}
-
-/// The most requests the client held at once (intervals [sent, finished] sharing an instant).
-int64_t most_overlapping(const std::vector<RequestTiming>& timings) {
-  int64_t most = 0;
-  for (const RequestTiming& at : timings) {
-    int64_t count = 0;
-    for (const RequestTiming& other : timings)
-      count += other.sent <= at.sent && at.sent <= other.finished ? 1 : 0;
-    most = std::max(most, count);
-  }
-  return most;
 }
 
 TEST(Lab09OpenLoop, AgainstASlowServerTheSendsDoNotWaitForAnswers) {
