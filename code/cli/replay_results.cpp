@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -101,7 +102,15 @@ void print_progress(int64_t total, int64_t sent, int64_t finished, int64_t outpu
   // 10 seconds, and the last one, is enough.
   static const bool terminal = isatty(fileno(stderr)) != 0;
   static double last_line = -1;
+  // The current throughput: output tokens over the last 5 seconds of calls (a new run, whose
+  // clock starts again, clears them).
+  static std::deque<std::pair<double, int64_t>> recent;
   const bool last = output_tokens < 0;
+  if (!recent.empty() && seconds < recent.back().first) recent.clear();
+  if (!last) {
+    recent.emplace_back(seconds, output_tokens);
+    while (recent.size() > 1 && seconds - recent.front().first > 5) recent.pop_front();
+  }
   if (!terminal) {
     if (!last && last_line >= 0 && seconds - last_line < 10 && seconds >= last_line) return;
     last_line = last ? -1 : seconds;
@@ -112,8 +121,12 @@ void print_progress(int64_t total, int64_t sent, int64_t finished, int64_t outpu
                std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
                static_cast<long long>(finished), static_cast<long long>(total),
                static_cast<long long>(sent));
-  if (output_tokens >= 0)
-    std::fprintf(stderr, ", %.0f tokens/s", seconds > 0 ? output_tokens / seconds : 0.0);
+  if (!last) {
+    const double span = seconds - recent.front().first;
+    std::fprintf(
+        stderr, ", %.0f tokens/s now",
+        span > 0 ? static_cast<double>(output_tokens - recent.front().second) / span : 0.0);
+  }
   std::fprintf(stderr, ", %.0f s   %s", seconds, terminal ? "" : "\n");
   std::fflush(stderr);
 }

@@ -14,8 +14,9 @@
 
 namespace servelab::cli {
 
-/// A progress bar on stderr (one line, redrawn): requests finished of `total`, sent, and the
-/// output-token rate so far (left out when `output_tokens` < 0).
+/// A progress bar on stderr (one line, redrawn; into a log, a line every 10 s): requests
+/// finished of `total`, sent, and the output-token rate over the last 5 seconds (`output_tokens`
+/// is the count so far; < 0 marks the final call, which leaves the rate out).
 void print_progress(int64_t total, int64_t sent, int64_t finished, int64_t output_tokens,
                     double seconds);
 
