@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_cli.h"
 #include "client/client.h"
 #include "common/error.h"
 
@@ -35,10 +36,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) fail("flag ", flag, " needs a value");
-    const std::string value = argv[++i];
+  bench::parse_flags(argc, argv, 1, [&](const std::string& flag, const std::string& value) {
     if (flag == "--url")
       o.url = value;
     else if (flag == "--requests")
@@ -56,8 +54,9 @@ Options parse(int argc, char** argv) {
     else if (flag == "--json")
       o.json_path = value;
     else
-      fail("unknown flag ", flag);
-  }
+      return false;
+    return true;
+  });
   if (o.url.empty()) fail("--url is required");
   return o;
 }
@@ -134,11 +133,7 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "[load] %.1f s, %.1f requests/s, p50 %.3f s, p90 %.3f s, p99 %.3f s\n",
                seconds, out["requests_per_second"].get<double>(), percentile(all, 0.5),
                percentile(all, 0.9), percentile(all, 0.99));
-  if (o.json_path.empty()) {
-    std::printf("%s\n", out.dump(2).c_str());
-  } else {
-    std::ofstream(o.json_path) << out.dump(2) << "\n";
-  }
+  bench::write_json(out, o.json_path);
   return failures.load() == 0 ? 0 : 1;
 }
 
@@ -146,10 +141,5 @@ int run(int argc, char** argv) {
 }  // namespace servelab
 
 int main(int argc, char** argv) {
-  try {
-    return servelab::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "servelab_bench_balancer_load: %s\n", error.what());
-    return 1;
-  }
+  return servelab::bench::bench_main("servelab_bench_balancer_load", argc, argv, servelab::run);
 }

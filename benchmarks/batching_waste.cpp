@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "bench_cli.h"
 #include "common/error.h"
 #include "model/llama_model.h"
 #include "scheduler/continuous_engine.h"
@@ -42,25 +43,26 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) fail("flag ", flag, " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--model")
-      o.model_dir = value;
-    else if (flag == "--requests")
-      o.requests = std::stoll(value);
-    else if (flag == "--max-new-tokens")
-      o.max_new_tokens = std::stoll(value);
-    else if (flag == "--package-max-workload")
-      o.package_max_workload = std::stoll(value);
-    else if (flag == "--seed")
-      o.seed = static_cast<uint32_t>(std::stoul(value));
-    else if (flag == "--json")
-      o.json_path = value;
-    else
-      fail("unknown flag ", flag, " (see the header of benchmarks/batching_waste.cpp)");
-  }
+  bench::parse_flags(
+      argc, argv, 1,
+      [&](const std::string& flag, const std::string& value) {
+        if (flag == "--model")
+          o.model_dir = value;
+        else if (flag == "--requests")
+          o.requests = std::stoll(value);
+        else if (flag == "--max-new-tokens")
+          o.max_new_tokens = std::stoll(value);
+        else if (flag == "--package-max-workload")
+          o.package_max_workload = std::stoll(value);
+        else if (flag == "--seed")
+          o.seed = static_cast<uint32_t>(std::stoul(value));
+        else if (flag == "--json")
+          o.json_path = value;
+        else
+          return false;
+        return true;
+      },
+      " (see the header of benchmarks/batching_waste.cpp)");
   return o;
 }
 
@@ -190,12 +192,7 @@ int run(int argc, char** argv) {
                "%.2fx the static batcher's throughput\n",
                static_cast<long long>(o.package_max_workload), continuous_seconds,
                static_cast<long long>(continuous.steps), static_seconds / continuous_seconds);
-  const std::string text = out.dump(2);
-  if (o.json_path.empty()) {
-    std::printf("%s\n", text.c_str());
-  } else {
-    std::ofstream(o.json_path) << text << "\n";
-  }
+  bench::write_json(out, o.json_path);
   return 0;
 }
 
@@ -203,10 +200,5 @@ int run(int argc, char** argv) {
 }  // namespace servelab
 
 int main(int argc, char** argv) {
-  try {
-    return servelab::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "servelab_bench_batching_waste: %s\n", error.what());
-    return 1;
-  }
+  return servelab::bench::bench_main("servelab_bench_batching_waste", argc, argv, servelab::run);
 }

@@ -45,6 +45,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cuda/cuda_backend.h"
+#include "bench_cli.h"
 #include "cache_engine/cache_engine.h"
 #include "common/error.h"
 #include "engine/step_runner.h"
@@ -140,10 +141,7 @@ Options parse(int argc, char** argv) {
     fail("usage: servelab_bench_model decode|prefill [options] (see the file's header)");
   Options o;
   o.mode = argv[1];
-  for (int i = 2; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) fail("flag ", flag, " needs a value");
-    const std::string value = argv[++i];
+  bench::parse_flags(argc, argv, 2, [&](const std::string& flag, const std::string& value) {
     if (flag == "--batch-sizes")
       o.batch_sizes = parse_list(value);
     else if (flag == "--prompt")
@@ -159,8 +157,9 @@ Options parse(int argc, char** argv) {
     else if (flag == "--json")
       o.json_path = value;
     else
-      fail("unknown flag ", flag);
-  }
+      return false;
+    return true;
+  });
   if (o.mode != "decode" && o.mode != "prefill" && o.mode != "swapstep" && o.mode != "schedule")
     fail("mode must be decode, prefill, swapstep or schedule");
   if (o.layout != "paged" && o.layout != "contiguous") fail("--layout is paged or contiguous");
@@ -527,12 +526,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "[bench] prefill: %.1f ms, %.0f tokens/s, %.1f TFLOP/s\n", seconds * 1e3,
                  t / seconds, flops / seconds / 1e12);
   }
-  const std::string text = out.dump(2);
-  if (o.json_path.empty()) {
-    std::printf("%s\n", text.c_str());
-  } else {
-    std::ofstream(o.json_path) << text << "\n";
-  }
+  bench::write_json(out, o.json_path);
   return 0;
 }
 
@@ -540,10 +534,5 @@ int run(int argc, char** argv) {
 }  // namespace servelab
 
 int main(int argc, char** argv) {
-  try {
-    return servelab::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "servelab_bench_model: %s\n", error.what());
-    return 1;
-  }
+  return servelab::bench::bench_main("servelab_bench_model", argc, argv, servelab::run);
 }
