@@ -65,8 +65,7 @@ void ContinuousEngine::submit(ServingRequest request) {
   const int64_t context = model_.config().max_position_embeddings;
   std::string refusal;
   if (prompt_length >= context) {
-    refusal = str_cat("This model's maximum context length is ", context,
-                      " tokens; the prompt alone has ", prompt_length);
+    refusal = prompt_too_long(context, prompt_length);
   } else if (config.num_beams > 1 && !config.is_greedy()) {
     refusal = "beam search with sampling (num_beams > 1 and do_sample) is not supported";
   } else if (config.num_beams > 1 && !config.stop.empty()) {
@@ -83,15 +82,13 @@ void ContinuousEngine::submit(ServingRequest request) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (stopping_) {
     lock.unlock();
-    request.output->send(error_event("the server is shutting down", 503));
+    request.output->send(shutting_down_event());
     return;
   }
   if (options_.max_waiting > 0 &&
       static_cast<int64_t>(inbox_.size()) + gauges_.waiting >= options_.max_waiting) {
     lock.unlock();
-    request.output->send(error_event(
-        str_cat("the server is overloaded: ", options_.max_waiting, " requests already wait"),
-        429));
+    request.output->send(overloaded_event(options_.max_waiting));
     return;
   }
   inbox_.push_back(std::move(request));
@@ -106,8 +103,7 @@ void ContinuousEngine::stop(std::chrono::milliseconds grace) {
       stopping_ = true;
       abort_deadline_ = Clock::now() + grace;
     }
-    for (ServingRequest& request : inbox_)
-      request.output->send(error_event("the server is shutting down", 503));
+    for (ServingRequest& request : inbox_) request.output->send(shutting_down_event());
     inbox_.clear();
   }
   work_ready_.notify_all();
@@ -236,7 +232,7 @@ void ContinuousEngine::engine_loop() {
               std::any_of(it->second->choices.begin(), it->second->choices.end(),
                           [](const auto& choice) { return choice->generated() > 0; });
           if (!started) {
-            it->second->request.output->send(error_event("the server is shutting down", 503));
+            it->second->request.output->send(shutting_down_event());
             scheduler_.finish(it->first);
             it = active_.erase(it);
           } else {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/channel.h"
+#include "common/error.h"
 #include "protocol/generation_config.h"
 
 namespace servelab {
@@ -42,6 +43,23 @@ inline OutputEvent error_event(std::string message, int status) {
   event.error = std::move(message);
   event.status = status;
   return event;
+}
+
+/// What both engines answer to a request they no longer take because they are stopping (503).
+inline OutputEvent shutting_down_event() {
+  return error_event("the server is shutting down", 503);
+}
+
+/// What both engines answer to a request over their bound on waiting requests (429).
+inline OutputEvent overloaded_event(int64_t max_waiting) {
+  return error_event(str_cat("the server is overloaded: ", max_waiting, " requests already wait"),
+                     429);
+}
+
+/// Both engines' refusal of a prompt that leaves no room in the model's context.
+inline std::string prompt_too_long(int64_t context, int64_t prompt_length) {
+  return str_cat("This model's maximum context length is ", context,
+                 " tokens; the prompt alone has ", prompt_length);
 }
 
 /// A validated, tokenized request handed to an engine.

@@ -69,8 +69,7 @@ void StaticBatcher::submit(ServingRequest request) {
   if (prompt_length == 0) {
     refusal = "the prompt is empty (no tokens)";
   } else if (prompt_length >= context) {
-    refusal = str_cat("This model's maximum context length is ", context,
-                      " tokens; the prompt alone has ", prompt_length);
+    refusal = prompt_too_long(context, prompt_length);
   } else if (config.num_beams > 1) {
     refusal = "beam search (num_beams > 1) is not supported by the static batcher";
   } else if (config.num_return_sequences < 1 || config.max_new_tokens < 1) {
@@ -83,14 +82,12 @@ void StaticBatcher::submit(ServingRequest request) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (stopping_) {
     lock.unlock();
-    request.output->send(error_event("the server is shutting down", 503));
+    request.output->send(shutting_down_event());
     return;
   }
   if (options_.max_waiting > 0 && static_cast<int64_t>(queue_.size()) >= options_.max_waiting) {
     lock.unlock();
-    request.output->send(error_event(
-        str_cat("the server is overloaded: ", options_.max_waiting, " requests already wait"),
-        429));
+    request.output->send(overloaded_event(options_.max_waiting));
     return;
   }
   const RequestId id = next_id_++;
