@@ -5,17 +5,12 @@
 
 #include <vector>
 
+#include "replay/request_timings.h"
+
 namespace servelab {
 namespace {
 
-RequestTiming streamed(double sent, std::vector<double> chunks, double finished, int64_t tokens) {
-  RequestTiming timing;
-  timing.sent = sent;
-  timing.chunk_times = std::move(chunks);
-  timing.finished = finished;
-  timing.output_tokens = tokens;
-  return timing;
-}
+using testing::streamed;
 
 TEST(LatencyMetrics, OneRequestsTtftItlTpotAndE2e) {
   const RequestLatency latency = latency_of(streamed(1.0, {1.5, 1.6, 1.8, 2.1}, 2.1, 4));

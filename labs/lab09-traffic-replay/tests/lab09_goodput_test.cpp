@@ -10,19 +10,12 @@
 #include <vector>
 
 #include "replay/latency_metrics.h"
+#include "replay/request_timings.h"
 
 namespace servelab {
 namespace {
 
-/// A request as the replay saw it: sent, its pieces of text arriving, its end, its token count.
-RequestTiming streamed(double sent, std::vector<double> chunks, double finished, int64_t tokens) {
-  RequestTiming timing;
-  timing.sent = sent;
-  timing.chunk_times = std::move(chunks);
-  timing.finished = finished;
-  timing.output_tokens = tokens;
-  return timing;
-}
+using testing::streamed;
 
 RequestTiming failed(double sent, double finished, const std::string& error) {
   RequestTiming timing;
