@@ -127,26 +127,28 @@ int run_compare(const std::vector<std::string>& args) {
   const uint64_t seed = static_cast<uint64_t>(options.get_int("seed", 1));
   const std::vector<TraceRequest> trace =
       build_trace(options, config.max_position_embeddings, seed);
-  std::vector<std::string> prompts;
-  for (size_t i = 0; i < trace.size(); ++i)
-    prompts.push_back(synthesize_prompt(tokenizer, std::max<int64_t>(2, trace[i].prompt_tokens),
-                                        seed * 1000003 + i, trace[i].hash_ids));
+  const std::vector<std::string> prompts = synthesize_prompts(tokenizer, trace, seed);
   const Slo slo{options.get_double("slo-ttft-ms", 2000) / 1000.0,
                 options.get_double("slo-tpot-ms", 100) / 1000.0};
   const std::string out = options.get("out", "compare-results");
   mkdir(out.c_str(), 0755);
   ProtocolLimits limits;
   limits.served_model_name = "model";
+  // One description of the trace, for the console and for the report.
   int64_t trace_output_tokens = 0, trace_prompt_tokens = 0;
   for (const TraceRequest& request : trace) {
     trace_output_tokens += request.output_tokens;
     trace_prompt_tokens += request.prompt_tokens;
   }
-  const double trace_span = trace.back().arrival_seconds - trace.front().arrival_seconds;
-  std::cerr << "servelab compare: " << trace.size() << " requests over " << trace_span
-            << " s, mean prompt " << trace_prompt_tokens / static_cast<int64_t>(trace.size())
-            << " tokens, mean output " << trace_output_tokens / static_cast<int64_t>(trace.size())
-            << " tokens, on " << backend->name() << std::endl;
+  const int64_t count = static_cast<int64_t>(trace.size());
+  char trace_summary[160];
+  std::snprintf(trace_summary, sizeof trace_summary,
+                "%lld requests over %.1f s, mean prompt %lld tokens, mean output %lld tokens",
+                static_cast<long long>(count),
+                trace.back().arrival_seconds - trace.front().arrival_seconds,
+                static_cast<long long>(trace_prompt_tokens / count),
+                static_cast<long long>(trace_output_tokens / count));
+  std::cerr << "servelab compare: " << trace_summary << ", on " << backend->name() << std::endl;
 
   std::vector<Run> runs;
   for (const std::string& kind : servers) {
@@ -272,10 +274,7 @@ int run_compare(const std::vector<std::string>& args) {
   std::ostringstream report;
   report << "# servelab compare\n\n"
          << "- Model: `" << model_dir << "` on " << backend->name() << ".\n"
-         << "- Trace: " << trace.size() << " requests over " << fixed(trace_span, 1)
-         << " s; mean prompt " << trace_prompt_tokens / static_cast<int64_t>(trace.size())
-         << " tokens, mean output " << trace_output_tokens / static_cast<int64_t>(trace.size())
-         << " tokens; open loop.\n"
+         << "- Trace: " << trace_summary << "; open loop.\n"
          << "- SLOs: TTFT <= " << slo.ttft_seconds << " s and TPOT <= " << slo.tpot_seconds * 1e3
          << " ms. Goodput counts the requests that met both, per second of the run.\n"
          << "- Most sequences per forward call: " << max_batch

@@ -88,10 +88,7 @@ int run_replay(const std::vector<std::string>& args) {
 
   std::cerr << "servelab replay: writing " << trace.size() << " prompts..." << std::endl;
   const Tokenizer tokenizer = Tokenizer::load(model_dir);
-  std::vector<std::string> prompts;
-  for (size_t i = 0; i < trace.size(); ++i)
-    prompts.push_back(synthesize_prompt(tokenizer, std::max<int64_t>(2, trace[i].prompt_tokens),
-                                        seed * 1000003 + i, trace[i].hash_ids));
+  const std::vector<std::string> prompts = synthesize_prompts(tokenizer, trace, seed);
 
   ReplayOptions replay;
   replay.url = url;

@@ -1,6 +1,7 @@
 // Prompt synthesis (see prompt_synthesis.h).
 #include "replay/prompt_synthesis.h"
 
+#include <algorithm>
 #include <random>
 
 #include "common/error.h"
@@ -68,6 +69,16 @@ std::string synthesize_prompt(const Tokenizer& tokenizer, int64_t tokens, uint64
   std::mt19937_64 random(seed);
   grow(tokenizer, text, tokens, random);
   return fit(tokenizer, text, tokens);
+}
+
+std::vector<std::string> synthesize_prompts(const Tokenizer& tokenizer,
+                                            const std::vector<TraceRequest>& trace, uint64_t seed) {
+  std::vector<std::string> prompts;
+  prompts.reserve(trace.size());
+  for (size_t i = 0; i < trace.size(); ++i)
+    prompts.push_back(synthesize_prompt(tokenizer, std::max<int64_t>(2, trace[i].prompt_tokens),
+                                        seed * 1000003 + i, trace[i].hash_ids));
+  return prompts;
 }
 
 }  // namespace servelab

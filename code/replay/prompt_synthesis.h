@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "replay/trace.h"
 #include "tokenizer/tokenizer.h"
 
 namespace servelab {
@@ -21,5 +22,11 @@ namespace servelab {
 std::string synthesize_prompt(const Tokenizer& tokenizer, int64_t tokens, uint64_t seed,
                               const std::vector<int64_t>& hash_ids = {},
                               int64_t block_tokens = 512);
+
+/// One prompt per request of `trace`, of its prompt length (at least 2 tokens) and its hash ids;
+/// request i's words are drawn from `seed` and i, so the same trace and seed give the same
+/// prompts (the same for every server a comparison replays them against).
+std::vector<std::string> synthesize_prompts(const Tokenizer& tokenizer,
+                                            const std::vector<TraceRequest>& trace, uint64_t seed);
 
 }  // namespace servelab
