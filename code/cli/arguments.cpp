@@ -7,6 +7,12 @@
 
 namespace servelab::cli {
 
+bool asks_for_help(const std::vector<std::string>& args) {
+  for (const std::string& arg : args)
+    if (arg == "--help" || arg == "-h") return true;
+  return false;
+}
+
 Arguments::Arguments(const std::vector<std::string>& args,
                      const std::set<std::string>& value_options,
                      const std::set<std::string>& flags) {

@@ -10,6 +10,10 @@
 
 namespace servelab::cli {
 
+/// Whether `args` holds `--help` or `-h` anywhere: the subcommand then prints its help and exits
+/// before it checks anything else.
+bool asks_for_help(const std::vector<std::string>& args);
+
 class Arguments {
  public:
   /// `value_options` take a value (`--max-tokens 32` or `--max-tokens=32`); `flags` take none.

@@ -32,11 +32,9 @@ options:
 }  // namespace
 
 int run_balance(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kBalanceHelp;
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << kBalanceHelp;
+    return 0;
   }
   Arguments options(args, {"config", "host", "port", "grace"}, {});
   const std::string path = options.get("config", "");

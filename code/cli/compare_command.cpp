@@ -85,11 +85,9 @@ struct Run {
 }  // namespace
 
 int run_compare(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kCompareHelp;
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << kCompareHelp;
+    return 0;
   }
   std::set<std::string> option_names = {"model",
                                         "device",

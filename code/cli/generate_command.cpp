@@ -47,11 +47,9 @@ std::string default_model_dir() {
 }
 
 int run_generate(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kGenerateHelp;
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << kGenerateHelp;
+    return 0;
   }
   Arguments options(args,
                     {"model", "prompt", "max-tokens", "temperature", "top-k", "top-p",

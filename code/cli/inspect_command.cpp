@@ -10,12 +10,10 @@
 namespace servelab::cli {
 
 int run_inspect(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << "usage: servelab inspect [--model DIR]\n\n"
-                   "Prints the model's configuration and its tensors (name, dtype, shape, file).\n";
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << "usage: servelab inspect [--model DIR]\n\n"
+                 "Prints the model's configuration and its tensors (name, dtype, shape, file).\n";
+    return 0;
   }
   Arguments options(args, {"model"}, {});
   const std::string model_dir = options.get("model", default_model_dir());

@@ -67,11 +67,9 @@ load:
 }  // namespace
 
 int run_replay(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kReplayHelp;
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << kReplayHelp;
+    return 0;
   }
   Arguments options(args,
                     {"trace", "format", "requests", "rate", "burstiness", "prompt-lengths",

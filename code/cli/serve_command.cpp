@@ -128,11 +128,9 @@ std::string folder_name(const std::string& path) {
 }  // namespace
 
 int run_serve(const std::vector<std::string>& args) {
-  for (const auto& arg : args) {
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kServeHelp;
-      return 0;
-    }
+  if (asks_for_help(args)) {
+    std::cout << kServeHelp;
+    return 0;
   }
   Arguments options(args,
                     {"batching",
